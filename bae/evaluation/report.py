@@ -1,0 +1,281 @@
+"""Score generations with a task and compute every figure the project reports, then write the
+report folder: metrics.json, report.md, reliability.png, tts.png, risk_coverage.png.
+
+This is the one code path for ``bae eval``, ``bae demo`` and the training loop's periodic
+evaluation: each gives generation rows (prompt_id, completion, gold) and a task.
+
+Rules (also written into metrics.json under "rules"):
+- A completion is scored by ``task.score(completion, gold)``; its ``correct`` is the accuracy
+  label (a malformed completion is whatever the task says, normally wrong).
+- A missing confidence (None: no tag or unparseable) counts as 0.0 in every calibration,
+  selective-prediction and voting figure: the sample claimed nothing. Their number is reported
+  as ``confidence_missing``.
+- Standard errors: accuracy (Pass@1) over the (prompt, sample) combinations as the paper, and
+  also over per-prompt means (``se_by_prompt``); AUROC, ECE, Brier, AURC and accuracy at
+  coverage by bootstrap over (confidence, correct) pairs (``bootstrap`` resamples, seeded);
+  test-time-scaling points over prompts.
+- The selective-prediction threshold is chosen on a validation half of the prompts (a seeded
+  shuffle; the first ceil(P/2) prompts) and applied to the other half.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from rich.progress import Progress
+
+from bae.evaluation import metrics as M
+from bae.evaluation import plots, selective, tts
+from bae.evaluation.generations import atomic_write_text, group_by_prompt
+
+COVERAGES = (0.5, 0.8, 0.9)
+
+RULES = {
+    "missing_confidence": "a completion without a parseable confidence counts with confidence 0.0",
+    "accuracy_se": "paper: std/sqrt(N) over (prompt, sample) combinations; se_by_prompt: over prompt means",
+    "calibration_se": "bootstrap over (confidence, correct) pairs, std of the resampled metric",
+    "auroc_one_class": "0.5 when all samples are correct or all are wrong",
+    "empty": "accuracy, ECE, Brier, AURC 0.0 and AUROC 0.5 on no samples",
+    "ece_bins": "[0,.1), ..., [.9,1.0), [1.0,1.1) (paper, 11 bins)",
+    "voting": "answers grouped by the task's verifier equivalence; missing answers never vote",
+    "ties": "majority: first group to appear; weighted: more votes, then first; max-confidence: first",
+    "tts_se": "std over prompts / sqrt(P) of each prompt's mean over k-subsets",
+    "selective_threshold": "lowest threshold reaching the target on a validation half of the prompts",
+}
+
+
+def score_rows(rows: Sequence[dict], task, progress: bool = False) -> list[dict]:
+    """Each row with the task's score added: answer, confidence, correct, malformed."""
+    scored = []
+    with Progress(transient=True, disable=not progress) as bar:
+        job = bar.add_task("scoring", total=len(rows))
+        for row in rows:
+            score = task.score(row["completion"], row["gold"])
+            scored.append({
+                **row,
+                "answer": score.answer,
+                "confidence": score.confidence,
+                "correct": bool(score.correct),
+                "malformed": bool(score.malformed),
+            })
+            bar.advance(job)
+    return scored
+
+
+def _confidence(row: dict) -> float:
+    q = row["confidence"]
+    return 0.0 if q is None else float(q)
+
+
+def _value(value: float, se: float, **extra) -> dict:
+    return {"value": float(value), "se": float(se), **extra}
+
+
+def compute_metrics(
+    scored: Sequence[dict],
+    equivalent=None,
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    target_accuracy: float = 0.9,
+    max_subsets: int = 64,
+    bins: Sequence[float] | None = None,
+) -> dict:
+    """Every reported figure from scored rows (``score_rows``); JSON-ready, NaN-free.
+
+    ``equivalent(a, b)`` groups answers for voting (the task's verifier; None: string equality).
+    Returns {"counts", "metrics", "tts", "selective", "reliability", "rules"}; each figure is
+    {"value", "se"} (the rules are in this module's docstring).
+    """
+    q = np.array([_confidence(r) for r in scored], dtype=float)  # [N]
+    c = np.array([r["correct"] for r in scored], dtype=float)  # [N]
+    q, c = M.as_pairs(q, c)
+    malformed = np.array([r["malformed"] for r in scored], dtype=float)
+    missing = np.array([r["confidence"] is None for r in scored], dtype=float)
+    prompts = group_by_prompt(scored)
+    prompt_acc = [np.mean([r["correct"] for r in rs]) for rs in prompts.values()]
+    sizes = [len(rs) for rs in prompts.values()]
+
+    boot = {"auroc": M.auroc, "ece": lambda a, b: M.ece(a, b, bins), "brier": M.brier,
+            "aurc": selective.aurc}
+    for x in COVERAGES:
+        boot[f"accuracy@{x}"] = lambda a, b, x=x: selective.accuracy_at_coverage(a, b, x)
+    se = M.bootstrap_se(boot, q, c, bootstrap, seed)
+
+    figures = {
+        "accuracy": _value(M.accuracy(c), M.mean_se(c), se_by_prompt=M.mean_se(prompt_acc)),
+        "auroc": _value(M.auroc(q, c), se["auroc"]),
+        "ece": _value(M.ece(q, c, bins), se["ece"]),
+        "brier": _value(M.brier(q, c), se["brier"]),
+        "aurc": _value(selective.aurc(q, c), se["aurc"]),
+        "malformed_rate": _value(malformed.mean() if malformed.size else 0.0, M.mean_se(malformed)),
+        "confidence_missing_rate": _value(missing.mean() if missing.size else 0.0, M.mean_se(missing)),
+    }
+    at_coverage = {
+        str(x): _value(selective.accuracy_at_coverage(q, c, x), se[f"accuracy@{x}"]) for x in COVERAGES
+    }
+
+    per_prompt = []
+    for rs in prompts.values():
+        correct = [r["correct"] for r in rs]
+        per_prompt.append({
+            "groups": tts.group_answers([r["answer"] for r in rs], equivalent, correct),
+            "confidence": [_confidence(r) for r in rs],
+            "correct": correct,
+        })
+    curves = tts.tts_curves(per_prompt, max_subsets=max_subsets, seed=seed)
+
+    return {
+        "counts": {
+            "prompts": len(prompts),
+            "completions": len(scored),
+            "samples_per_prompt": {"min": min(sizes, default=0), "max": max(sizes, default=0)},
+            "malformed": int(malformed.sum()),
+            "confidence_missing": int(missing.sum()),
+        },
+        "metrics": figures,
+        "tts": curves,
+        "selective": {
+            "accuracy_at_coverage": at_coverage,
+            "threshold": _threshold(prompts, target_accuracy, seed),
+        },
+        "reliability": {k: v.tolist() for k, v in M.reliability(q, c, bins).items()},
+        "rules": RULES,
+    }
+
+
+def _threshold(prompts: dict[str, list[dict]], target: float, seed: int) -> dict:
+    """Choose the threshold on a validation half of the prompts and apply it to the other half."""
+    ids = list(prompts)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    half = math.ceil(len(ids) / 2)
+    split = {"validation": order[:half], "test": order[half:]}
+    pairs = {}
+    for name, chosen in split.items():
+        rs = [r for i in chosen for r in prompts[ids[i]]]
+        pairs[name] = (np.array([_confidence(r) for r in rs], dtype=float),
+                       np.array([r["correct"] for r in rs], dtype=float))
+    t = selective.threshold_for_accuracy(*pairs["validation"], target).threshold
+    out = {"target": target, "threshold": t}
+    for name, (q, c) in pairs.items():
+        accepted = np.zeros(q.size, dtype=bool) if t is None else q >= t  # [N]
+        out[name] = {
+            "prompts": len(split[name]),
+            "coverage": _value(accepted.mean() if q.size else 0.0, M.mean_se(accepted)),
+            "accuracy": _value(c[accepted].mean(), M.mean_se(c[accepted])) if accepted.any() else None,
+        }
+    return out
+
+
+def _pm(figure: dict | None, digits: int = 3) -> str:
+    if figure is None:
+        return "n/a"
+    return f"{figure['value']:.{digits}f} ± {figure['se']:.{digits}f}"
+
+
+def render_markdown(result: dict, title: str = "Evaluation report") -> str:
+    """report.md: headline table, test-time scaling, selective prediction, figures, rules."""
+    m, counts, sel = result["metrics"], result["counts"], result["selective"]
+    lines = [f"# {title}", ""]
+    if "task" in result:
+        lines += [f"Task: `{result['task']}`", ""]
+    spp = counts["samples_per_prompt"]
+    lines += [
+        f"{counts['prompts']} prompts, {counts['completions']} completions "
+        f"({spp['min']}–{spp['max']} per prompt); {counts['malformed']} malformed, "
+        f"{counts['confidence_missing']} without a confidence (counted as 0.0).",
+        "",
+        "| Accuracy (Pass@1) | AUROC | ECE | Brier | AURC |",
+        "|---|---|---|---|---|",
+        "| " + " | ".join(_pm(m[k]) for k in ("accuracy", "auroc", "ece", "brier", "aurc")) + " |",
+        "",
+        f"Values ± standard error (accuracy: over (prompt, sample) combinations, "
+        f"{m['accuracy']['se_by_prompt']:.3f} over prompts; the others: bootstrap).",
+        "",
+        "## Test-time scaling",
+        "",
+        "| k | " + " | ".join(plots.LABELS[s] for s in tts.STRATEGIES) + " |",
+        "|---|" + "---|" * len(tts.STRATEGIES),
+    ]
+    curves = result["tts"]
+    for j, k in enumerate(curves["k"]):
+        cells = [f"{curves[s]['value'][j]:.3f} ± {curves[s]['se'][j]:.3f}" for s in tts.STRATEGIES]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    th = sel["threshold"]
+    lines += [
+        "",
+        "![test-time scaling](tts.png)",
+        "",
+        "## Selective prediction",
+        "",
+        "| coverage | accuracy |",
+        "|---|---|",
+        *(f"| {x} | {_pm(v)} |" for x, v in sel["accuracy_at_coverage"].items()),
+        "",
+        f"Threshold for accuracy ≥ {th['target']} chosen on {th['validation']['prompts']} validation "
+        f"prompts: {'none reaches it (abstain on all)' if th['threshold'] is None else format(th['threshold'], '.4g')}; "
+        f"on {th['test']['prompts']} held-out prompts it covers {_pm(th['test']['coverage'])} "
+        f"with accuracy {_pm(th['test']['accuracy'])}.",
+        "",
+        "![risk-coverage](risk_coverage.png)",
+        "",
+        "## Calibration",
+        "",
+        "![reliability diagram](reliability.png)",
+        "",
+        "## Rules",
+        "",
+        *(f"- {k}: {v}" for k, v in result["rules"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(result: dict, scored: Sequence[dict], out_dir: str | os.PathLike, title: str = "Evaluation report") -> Path:
+    """Write the report folder (each file atomically; metrics.json last): reliability.png,
+    tts.png, risk_coverage.png, report.md, scores.jsonl (per completion: prompt_id, answer,
+    confidence, correct, malformed) and metrics.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    q = np.array([_confidence(r) for r in scored], dtype=float)
+    c = np.array([r["correct"] for r in scored], dtype=float)
+    rel = {k: np.asarray(v, dtype=float) for k, v in result["reliability"].items()}
+    plots.reliability_diagram(rel, out / "reliability.png")
+    plots.tts_plot(result["tts"], out / "tts.png")
+    plots.risk_coverage_plot(selective.risk_coverage(q, c), out / "risk_coverage.png",
+                             result["metrics"]["aurc"]["value"])
+    atomic_write_text(out / "report.md", render_markdown(result, title))
+    fields = ("prompt_id", "answer", "confidence", "correct", "malformed")
+    atomic_write_text(out / "scores.jsonl",
+                      "".join(json.dumps({k: r[k] for k in fields}, ensure_ascii=False) + "\n" for r in scored))
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
+    return out
+
+
+def evaluate_generations(
+    rows: Sequence[dict],
+    task,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    target_accuracy: float = 0.9,
+    max_subsets: int = 64,
+    progress: bool = False,
+    extra: dict | None = None,
+) -> dict:
+    """Score ``rows`` (prompt_id, completion, gold) with ``task``, compute every figure, and write
+    the report folder when ``out_dir`` is given. ``extra`` (e.g. the config) is merged into the
+    result. Returns the dict written to metrics.json."""
+    scored = score_rows(rows, task, progress=progress)
+    result = {"task": getattr(task, "name", str(task)), **(extra or {})}
+    result.update(compute_metrics(scored, getattr(task, "equivalent", None), bootstrap=bootstrap,
+                                  seed=seed, target_accuracy=target_accuracy, max_subsets=max_subsets))
+    if out_dir is not None:
+        write_report(result, scored, out_dir)
+    return result

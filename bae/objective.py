@@ -1,0 +1,155 @@
+"""The blockwise objective (paper Section 4.2) expressed as per-token advantages.
+
+The paper's loss, for a group of N completions with blocks T_ik (the token positions of block k of
+completion i), block advantages A[i, k] and block weights w_k = 1:
+
+    L_BAE = -(1/N) sum_i sum_k w_k (1/|T_ik|) sum_{t in T_ik} min(rho_t A_ik, clip(rho_t, 1-e, 1+e) A_ik)
+
+The clipped surrogate is positively homogeneous in the advantage: for c > 0,
+min(rho c A, clip(rho) c A) = c min(rho A, clip(rho) A). So multiplying each token's advantage by a
+positive weight is the same as weighting its loss, and a standard clipped loss with the engine's own
+token aggregation reproduces L_BAE exactly when token t of block k of completion i carries
+
+    adv[i, t] = A[i, k] * weight[i, t]
+
+with weight chosen for the aggregation (see `block_token_weights`). The scalar methods (RLVR, RLCR)
+go through the same code path: one advantage per completion, the same on every token, weight 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from bae.advantages import blockwise_advantages
+
+# verl's loss_agg_mode names; TRL's loss types map onto them (grpo -> seq-mean-token-mean,
+# dr_grpo -> seq-mean-token-sum-norm, dapo/bnpo/cispo -> token-mean).
+AGGREGATIONS = ("seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm", "token-mean")
+METHODS = ("bae", "rlvr", "rlcr")
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+
+
+def block_token_weights(
+    token_block_ids: torch.Tensor,
+    num_blocks: int,
+    aggregation: str = "seq-mean-token-mean",
+    max_length: int | None = None,
+) -> torch.Tensor:
+    """Per-token weights that turn an engine's token aggregation into the per-block token mean.
+
+    token_block_ids: [N, T] long, block id of each token, -1 for padding.
+    Returns weights [N, T] float (0 at padding). With n_ik = |T_ik|, n_i = sum_k n_ik, M = sum_i n_i:
+      seq-mean-token-mean      loss = (1/N) sum_i (1/n_i) sum_t w l_t   ->  w = n_i / n_ik
+      seq-mean-token-sum       loss = (1/N) sum_i sum_t w l_t           ->  w = 1 / n_ik
+      seq-mean-token-sum-norm  loss = (1/N) sum_i (1/L) sum_t w l_t     ->  w = L / n_ik  (L = max_length)
+      token-mean               loss = (1/M) sum_i sum_t w l_t           ->  w = M / (N n_ik)
+    token-mean is exact only when the engine divides by the M of this same batch (see the engine).
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
+    ids = _as_tensor(token_block_ids).long()
+    if ids.ndim != 2:
+        raise ValueError(f"token_block_ids must be [N, T], got shape {tuple(ids.shape)}")
+    if ids.numel() and (ids.max() >= num_blocks or ids.min() < -1):
+        raise ValueError(f"token_block_ids must be in [-1, {num_blocks - 1}]")
+    active = ids >= 0
+    safe = ids.clamp(min=0)
+    counts = torch.zeros(ids.shape[0], num_blocks, dtype=torch.float64, device=ids.device)
+    counts.scatter_add_(1, safe, active.to(torch.float64))  # [N, K]: n_ik
+    n_ik = counts.gather(1, safe)  # [N, T]: n_ik of each token's block
+    if aggregation == "seq-mean-token-mean":
+        numerator = counts.sum(1, keepdim=True)  # [N, 1]: n_i
+    elif aggregation == "seq-mean-token-sum":
+        numerator = torch.ones_like(n_ik)
+    elif aggregation == "seq-mean-token-sum-norm":
+        if max_length is None:
+            raise ValueError("seq-mean-token-sum-norm needs max_length (the loss's constant normaliser)")
+        numerator = torch.full_like(n_ik, float(max_length))
+    else:  # token-mean
+        numerator = counts.sum() / max(ids.shape[0], 1) * torch.ones_like(n_ik)
+    return torch.where(active, numerator / n_ik.clamp(min=1), torch.zeros_like(n_ik)).float()
+
+
+def token_advantages(
+    block_advantages: Any,
+    token_block_ids: Any,
+    aggregation: str = "seq-mean-token-mean",
+    max_length: int | None = None,
+) -> torch.Tensor:
+    """Per-token advantages [N, T] from block advantages [N, K] and token block ids [N, T].
+
+    adv[i, t] = A[i, block(i, t)] * weight[i, t] (0 at padding, id -1), with the weights of
+    `block_token_weights`, so that the engine's clipped loss with `aggregation` equals L_BAE.
+    A block with no tokens contributes nothing (its advantage has no token to ride on).
+    """
+    adv = _as_tensor(block_advantages)
+    ids = _as_tensor(token_block_ids).long().to(adv.device)
+    if adv.ndim != 2 or ids.ndim != 2 or adv.shape[0] != ids.shape[0]:
+        raise ValueError(f"block_advantages [N, K] and token_block_ids [N, T] disagree: {tuple(adv.shape)} vs {tuple(ids.shape)}")
+    weights = block_token_weights(ids, adv.shape[1], aggregation, max_length)
+    per_token = adv.gather(1, ids.clamp(min=0))  # [N, T]: A of each token's block
+    return per_token.to(torch.float32) * weights
+
+
+def scalar_token_advantages(advantages: Any, token_block_ids: Any) -> torch.Tensor:
+    """One advantage per completion [N] spread over its tokens [N, T] (0 at padding): GRPO's form."""
+    adv = _as_tensor(advantages).to(torch.float32)
+    ids = _as_tensor(token_block_ids).to(adv.device)
+    if adv.ndim != 1 or ids.ndim != 2 or adv.shape[0] != ids.shape[0]:
+        raise ValueError(f"advantages [N] and token_block_ids [N, T] disagree: {tuple(adv.shape)} vs {tuple(ids.shape)}")
+    return adv[:, None] * (ids >= 0).to(torch.float32)
+
+
+def method_token_advantages(
+    method: str,
+    rewards: Any,
+    group_ids: Any,
+    token_block_ids: Any,
+    outcomes: Any = None,
+    baseline: str = "ocb",
+    scale: str = "none",
+    aggregation: str = "seq-mean-token-mean",
+    max_length: int | None = None,
+    **options: Any,
+) -> torch.Tensor:
+    """The per-token advantages of each training method, through one code path.
+
+    bae:  blockwise advantages with `baseline`, per-block token weights.
+    rlvr: scalar reward R_i = r[i, 0] (correctness), group-mean baseline, same on every token.
+    rlcr: scalar reward R_i = sum_k r[i, k]; with the Brier confidence block this is the RLCR reward
+          c - (q - c)^2 (paper 4.1); group-mean baseline, same on every token.
+    Scalar methods ignore `aggregation`: their weight is 1 on every token, as in GRPO.
+    """
+    r = _as_tensor(rewards).to(torch.float64)
+    if method == "bae":
+        adv = blockwise_advantages(r, group_ids, outcomes, baseline=baseline, scale=scale, **options)
+        return token_advantages(adv, token_block_ids, aggregation, max_length)
+    if method in ("rlvr", "rlcr"):
+        scalar = r[:, :1] if method == "rlvr" else r.sum(1, keepdim=True)  # [N, 1]
+        adv = blockwise_advantages(scalar, group_ids, baseline="group_mean", scale=scale)
+        return scalar_token_advantages(adv[:, 0], token_block_ids)
+    raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+
+
+def clipped_policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float = 0.2,
+) -> torch.Tensor:
+    """Standard PPO-clip loss with per-sequence token mean (GRPO's aggregation), all [N, T]:
+
+        l_t = -min(rho_t A_t, clip(rho_t, 1 - e, 1 + e) A_t),  rho_t = exp(logp_t - old_logp_t)
+        loss = (1/N) sum_i (1/|m_i|) sum_t m_it l_t
+    """
+    ratio = torch.exp(logp - old_logp)
+    per_token = -torch.minimum(ratio * advantages, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages)
+    mask = mask.to(per_token.dtype)
+    return ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
