@@ -1,0 +1,148 @@
+"""The per-token advantages reproduce the paper's blockwise loss L_BAE (Section 4.2) exactly."""
+
+import numpy as np
+import pytest
+import torch
+
+from bae.advantages import blockwise_advantages
+from bae.objective import (
+    AGGREGATIONS,
+    block_token_weights,
+    clipped_policy_loss,
+    method_token_advantages,
+    scalar_token_advantages,
+    token_advantages,
+)
+
+CLIP = 0.2
+
+
+def random_rollout(seed, n=6, k=3, t=40):
+    """Block ids with very different block lengths (1 token up to ~30) and right padding."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.full((n, t), -1, dtype=torch.long)
+    for i in range(n):
+        lengths = [int(torch.randint(1, 4, (1,), generator=gen)) if (i + b) % 3 == 0 else int(torch.randint(5, 13, (1,), generator=gen)) for b in range(k)]
+        ids[i, : sum(lengths)] = torch.repeat_interleave(torch.arange(k), torch.tensor(lengths))
+    old = torch.randn(n, t, generator=gen, dtype=torch.float64) - 2
+    logp = (old + 0.4 * torch.randn(n, t, generator=gen, dtype=torch.float64)).requires_grad_()  # ratios cross the clip range
+    adv = torch.randn(n, k, generator=gen, dtype=torch.float64)
+    return ids, old, logp, adv
+
+
+def l_bae(logp, old, adv, ids):
+    """-(1/N) sum_i sum_k (1/|T_ik|) sum_{t in T_ik} min(rho A_ik, clip(rho) A_ik), written as loops."""
+    n, k_all = adv.shape
+    total = 0.0
+    for i in range(n):
+        for k in range(k_all):
+            tokens = (ids[i] == k).nonzero().flatten()
+            if len(tokens) == 0:
+                continue
+            rho = torch.exp(logp[i, tokens] - old[i, tokens])
+            surrogate = torch.minimum(rho * adv[i, k], rho.clamp(1 - CLIP, 1 + CLIP) * adv[i, k])
+            total = total - surrogate.mean()
+    return total / n
+
+
+def aggregated_loss(logp, old, token_adv, mask, aggregation, max_length):
+    """The engines' token aggregations (verl's loss_agg_mode) of the same clipped token loss."""
+    rho = torch.exp(logp - old)
+    per_token = -torch.minimum(rho * token_adv, rho.clamp(1 - CLIP, 1 + CLIP) * token_adv) * mask
+    n = logp.shape[0]
+    if aggregation == "seq-mean-token-mean":
+        return (per_token.sum(1) / mask.sum(1)).mean()
+    if aggregation == "seq-mean-token-sum":
+        return per_token.sum(1).mean()
+    if aggregation == "seq-mean-token-sum-norm":
+        return (per_token.sum(1) / max_length).mean()
+    return per_token.sum() / mask.sum()  # token-mean
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_clipped_loss_with_token_advantages_equals_l_bae(seed):
+    ids, old, logp, adv = random_rollout(seed)
+    mask = (ids >= 0).double()
+    expected = l_bae(logp, old, adv, ids)
+    (grad_expected,) = torch.autograd.grad(expected, logp)
+    got = clipped_policy_loss(logp, old, token_advantages(adv, ids).double(), mask, CLIP)
+    (grad_got,) = torch.autograd.grad(got, logp)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6, abs=1e-9)
+    torch.testing.assert_close(grad_got, grad_expected, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_every_aggregation_reproduces_l_bae(aggregation):
+    ids, old, logp, adv = random_rollout(9)
+    mask = (ids >= 0).double()
+    expected = l_bae(logp, old, adv, ids)
+    token_adv = token_advantages(adv, ids, aggregation=aggregation, max_length=ids.shape[1]).double()
+    got = aggregated_loss(logp, old, token_adv, mask, aggregation, ids.shape[1])
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    (g1,) = torch.autograd.grad(got, logp)
+    (g2,) = torch.autograd.grad(expected, logp)
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-8)
+
+
+def test_each_token_carries_its_own_blocks_advantage():
+    ids, _, _, adv = random_rollout(2)
+    token_adv = token_advantages(adv, ids)
+    weights = block_token_weights(ids, adv.shape[1])
+    active = ids >= 0
+    assert torch.all(weights[active] > 0) and torch.all(weights[~active] == 0)
+    expected = adv.float().gather(1, ids.clamp(min=0)) * weights
+    torch.testing.assert_close(token_adv, expected)
+    # weight n_i / n_ik: the weights of block k sum to n_i for every block present
+    for i in range(ids.shape[0]):
+        for k in range(adv.shape[1]):
+            assert weights[i][ids[i] == k].sum().item() == pytest.approx(active[i].sum().item(), rel=1e-6)
+
+
+def test_scalar_methods_spread_one_advantage_over_all_tokens():
+    ids, old, logp, _ = random_rollout(4)
+    rewards = torch.tensor([[1.0, -0.04], [0.0, -0.81], [1.0, -0.25], [0.0, -0.01], [1.0, -0.5], [0.0, 0.0]])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    rlvr = method_token_advantages("rlvr", rewards, groups, ids)
+    rlcr = method_token_advantages("rlcr", rewards, groups, ids)
+    for method, scalar in (("rlvr", rewards[:, 0]), ("rlcr", rewards.sum(1))):
+        a = scalar - torch.stack([scalar[groups == g].mean() for g in groups])
+        got = rlvr if method == "rlvr" else rlcr
+        torch.testing.assert_close(got, scalar_token_advantages(a, ids))
+    # GRPO's loss with a scalar advantage: the same per-sequence token mean of the clipped loss
+    mask = (ids >= 0).double()
+    a = rewards[:, 0] - torch.stack([rewards[groups == g, 0].mean() for g in groups])
+    rho = torch.exp(logp - old)
+    grpo = -(torch.minimum(rho * a[:, None].double(), rho.clamp(0.8, 1.2) * a[:, None].double()) * mask).sum(1) / mask.sum(1)
+    assert clipped_policy_loss(logp, old, rlvr.double(), mask).item() == pytest.approx(grpo.mean().item())
+
+
+def test_bae_method_is_blockwise_advantages_then_token_advantages():
+    ids, _, _, _ = random_rollout(5)
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(6, 3))
+    o = rng.integers(0, 2, size=(6, 3))
+    g = np.array([0, 0, 0, 1, 1, 1])
+    got = method_token_advantages("bae", r, g, ids, o, baseline="ocb")
+    torch.testing.assert_close(got, token_advantages(blockwise_advantages(r, g, o, baseline="ocb"), ids))
+
+
+def test_block_without_tokens_and_all_padding_rows_give_no_nan():
+    ids = torch.tensor([[0, 0, -1, -1], [-1, -1, -1, -1], [1, 1, 1, -1]])
+    adv = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, -6.0]])
+    out = token_advantages(adv, ids)
+    assert torch.all(torch.isfinite(out))
+    assert out[1].abs().sum() == 0
+    assert out[2, :3].tolist() == [-6.0, -6.0, -6.0]  # n_i / n_ik = 1
+
+
+def test_bad_inputs_are_clear_errors():
+    with pytest.raises(ValueError, match="token_block_ids must be in"):
+        token_advantages(torch.zeros(1, 2), torch.tensor([[0, 2]]))
+    with pytest.raises(ValueError, match="disagree"):
+        token_advantages(torch.zeros(2, 2), torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        block_token_weights(torch.zeros(1, 2, dtype=torch.long), 1, "sum")
+    with pytest.raises(ValueError, match="max_length"):
+        block_token_weights(torch.zeros(1, 2, dtype=torch.long), 1, "seq-mean-token-sum-norm")
+    with pytest.raises(ValueError, match="unknown method"):
+        method_token_advantages("ppo", torch.zeros(1, 1), [0], torch.zeros(1, 1, dtype=torch.long))

@@ -1,0 +1,157 @@
+"""Tasks: block rewards, outcomes, malformed policies, and configs."""
+
+import math
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bae import tasks
+from bae.rewards import BCE_EPS
+from bae.tasks.arithmetic import generate
+
+
+def completion(answer="19", confidence="0.8", reasoning="12+7=19", analysis="easy"):
+    return (f"<reasoning>{reasoning}</reasoning><answer>{answer}</answer>"
+            f"<analysis>{analysis}</analysis><confidence>{confidence}</confidence>")
+
+
+@pytest.mark.parametrize(
+    "text, gold, rewards, outcomes, correct, confidence",
+    [
+        (completion("19", "0.8"), "19", (1.0, -(0.8 - 1) ** 2), (0, 1), True, 0.8),
+        (completion("18", "0.8"), "19", (0.0, -(0.8 ** 2)), (0, 0), False, 0.8),
+        (completion("18", "10%"), "19", (0.0, -(0.1 ** 2)), (0, 0), False, 0.1),
+        (completion("19", "sure"), "19", (1.0, -1.0), (0, 1), True, None),  # unparseable: worst
+        (completion("", "0.3"), "19", (0.0, -(0.3 ** 2)), (0, 0), False, 0.3),  # empty answer
+    ],
+)
+def test_self_confidence_scores(text, gold, rewards, outcomes, correct, confidence):
+    score = tasks.get("arithmetic").score(text, gold)
+    assert score.rewards == pytest.approx(rewards)
+    assert score.outcomes == outcomes and score.correct is correct
+    assert score.confidence == (pytest.approx(confidence) if confidence is not None else None)
+    assert not score.malformed and score.spans is not None and score.spans == score.partition
+
+
+def test_math_task_uses_math_verify_and_bce_option():
+    task = tasks.get("self_confidence", confidence_reward="bce")
+    score = task.score(completion("\\frac{1}{2}", "0.75"), "0.5")
+    assert score.rewards == pytest.approx((1.0, math.log(0.75)))
+    assert score.answer == "\\frac{1}{2}"
+    wrong = task.score(completion("3", "1"), "0.5")
+    assert wrong.rewards == pytest.approx((0.0, math.log(BCE_EPS)))  # q clipped to 1 - eps
+
+
+def test_malformed_policies():
+    cut = completion("19", "0.9")[:-8]  # truncated inside </confidence>
+    partial = tasks.get("arithmetic").score(cut, "19")
+    assert partial.malformed and partial.spans is None
+    assert partial.rewards == (1.0, -1.0) and partial.outcomes == (0, 1) and partial.correct
+    worst = tasks.get("arithmetic", malformed="all_worst").score(cut, "19")
+    assert worst.rewards == (0.0, -1.0) and worst.outcomes == (0, 0)
+    nothing = tasks.get("arithmetic").score("I don't know", "19")
+    assert nothing.rewards == (0.0, -1.0) and nothing.answer is None and nothing.partition == ((0, 12), (12, 12))
+
+
+TAGS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>", "<analysis>", "</analysis>", "<confidence>", "</confidence>"]
+
+
+@pytest.mark.parametrize("policy", ["partial", "all_worst"])
+@pytest.mark.parametrize("seed", range(40))
+def test_a_malformed_completion_never_earns_more_than_the_well_formed_one_it_came_from(policy, seed):
+    rng = random.Random(seed)
+    task = tasks.get("arithmetic", malformed=policy)
+    gold = str(rng.randint(0, 30))
+    text = completion(rng.choice([gold, str(int(gold) + 1)]), rng.choice(["0", "0.3", "1", "0.9"]))
+    original = task.score(text, gold)
+    tag = rng.choice(TAGS)
+    for mutated in (text[: rng.randrange(len(text))], text.replace(tag, "", 1), text.replace(tag, tag * 2, 1),
+                    text + "<answer>" + gold + "</answer>", text.replace("<analysis>", "hmm <analysis>")):
+        score = task.score(mutated, gold)
+        assert score.malformed
+        for k in range(2):
+            assert score.rewards[k] <= original.rewards[k] + 1e-12, (mutated, score, original)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=120), st.sampled_from(["arithmetic", "two_attempt", "arithmetic_two_attempt"]))
+def test_scoring_never_raises(text, name):
+    score = tasks.get(name).score(text, "7")
+    assert len(score.rewards) == len(score.outcomes) == 2
+    assert all(math.isfinite(r) for r in score.rewards)
+    assert score.partition[0][0] == 0 and score.partition[-1][1] == len(text)
+
+
+@pytest.mark.parametrize(
+    "a1, a2, gold, rewards, outcome",
+    [("5", "5", "5", (1.0, 1.0), 1), ("4", "5", "5", (0.0, 1.0), 0), ("4", "6", "5", (0.0, 0.1), 0),
+     ("4", "4", "5", (0.0, 0.0), 0), ("5", "4", "5", (1.0, 0.1), 1)],
+)
+def test_two_attempt_task(a1, a2, gold, rewards, outcome):
+    text = f"<reasoning>first</reasoning><answer>{a1}</answer><reasoning>check</reasoning><answer>{a2}</answer>"
+    score = tasks.get("arithmetic_two_attempt").score(text, gold)
+    assert score.rewards == pytest.approx(rewards) and score.outcomes == (0, outcome)
+    assert score.answer == a2 and score.correct is (a2 == gold)
+
+
+def test_generic_k_block_task_from_config():
+    task = tasks.from_config({
+        "name": "plan_solve_check",
+        "blocks": [
+            {"name": "plan", "fields": ["plan", "answer"], "reward": "correct"},
+            {"name": "solve", "fields": ["work", "answer"], "reward": "retry"},
+            {"name": "calibrate", "fields": ["confidence"], "reward": "brier"},
+        ],
+        "outcomes": ["correct", "correct"],
+        "verifier": "exact",
+    })
+    text = "<plan>p</plan><answer>3</answer><work>w</work><answer>4</answer><confidence>0.6</confidence>"
+    score = task.score(text, "4")
+    assert task.block_names == ("plan", "solve", "calibrate")
+    assert score.rewards == pytest.approx((0.0, 1.0, -(0.6 - 1) ** 2)) and score.outcomes == (0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        ({"name": "t", "blocks": [{"name": "a", "fields": ["x"], "reward": "nope"}]}, "reward"),
+        ({"name": "t", "blocks": [{"name": "a", "fields": ["x"], "reward": "correct", "colour": 1}]}, "colour"),
+        ({"name": "t", "blocks": [{"name": "a", "fields": ["x"], "reward": "correct"}], "outcomes": ["correct"]}, "outcomes"),
+        ({"name": "t", "blocks": [{"name": "a", "fields": ["x"], "reward": "correct"}], "verifier": "llm"}, "verifier"),
+        ({"name": "t", "blocks": []}, "blocks"),
+    ],
+)
+def test_bad_task_configs_name_the_key(config, key):
+    with pytest.raises(ValueError, match=key):
+        tasks.from_config(config)
+
+
+def test_unknown_task_and_option():
+    with pytest.raises(ValueError, match="unknown task"):
+        tasks.get("chess")
+    with pytest.raises(ValueError, match="confidence_rewards"):
+        tasks.get("arithmetic", confidence_rewards="bce")
+
+
+def test_prompts_and_equivalence():
+    task = tasks.get("self_confidence")
+    messages = task.format_prompt("What is 1+1?")
+    assert messages[0]["role"] == "system" and "<confidence>" in messages[0]["content"]
+    assert messages[-1] == {"role": "user", "content": "What is 1+1?"}
+    assert task.equivalent("\\frac{1}{2}", "0.5") and not task.equivalent("1", "2")
+
+
+def test_arithmetic_generator():
+    rows = generate(300, seed=3, levels=(1, 2, 3, 4))
+    assert rows == generate(300, seed=3, levels=(1, 2, 3, 4)) and rows != generate(300, seed=4, levels=(1, 2, 3, 4))
+    assert {r["level"] for r in rows} == {1, 2, 3, 4}
+    for r in rows:  # the answer is the value of the expression (no eval: the operators are few)
+        a, op, b, *rest = r["problem"][len("What is "):-1].split()
+        value = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
+        if rest:  # a + b * c
+            value = int(a) + int(b) * int(rest[1])
+        assert int(r["answer"]) == value
+    with pytest.raises(ValueError, match="level"):
+        generate(3, levels=(9,))
