@@ -35,45 +35,60 @@ def _as_tensor(x: Any) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
 
 
+def _check_ids(token_block_ids: Any, num_blocks: int) -> torch.Tensor:
+    ids = _as_tensor(token_block_ids)
+    if ids.ndim != 2:
+        raise ValueError(f"token_block_ids must be [N, T], got shape {tuple(ids.shape)}")
+    if ids.numel():
+        lo, hi = torch.aminmax(ids)
+        if lo < -1 or hi >= num_blocks:
+            raise ValueError(f"token_block_ids must be in [-1, {num_blocks - 1}]")
+    return ids
+
+
+def _block_scale(ids: torch.Tensor, num_blocks: int, aggregation: str, max_length: int | None) -> torch.Tensor:
+    """The weight of each block's tokens, [N, K] float64 (0 for a block with no tokens)."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
+    # n_ik, one pass over [N, T] per block: cheaper than a scatter when K is small
+    counts = torch.stack([(ids == k).sum(1) for k in range(num_blocks)], 1).to(torch.float64)  # [N, K]
+    if aggregation == "seq-mean-token-mean":
+        numerator = counts.sum(1, keepdim=True)  # [N, 1]: n_i
+    elif aggregation == "seq-mean-token-sum":
+        numerator = torch.ones_like(counts[:, :1])
+    elif aggregation == "seq-mean-token-sum-norm":
+        if max_length is None:
+            raise ValueError("seq-mean-token-sum-norm needs max_length (the loss's constant normaliser)")
+        numerator = torch.full_like(counts[:, :1], float(max_length))
+    else:  # token-mean: M / N
+        numerator = (counts.sum() / max(ids.shape[0], 1)).expand(ids.shape[0], 1)
+    return torch.where(counts > 0, numerator / counts.clamp(min=1), torch.zeros_like(counts))
+
+
+def _spread(per_block: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """out[i, t] = per_block[i, ids[i, t]], and 0 where ids is -1: one gather over [N, T]."""
+    table = torch.cat([per_block, per_block.new_zeros(per_block.shape[0], 1)], 1)  # [N, K + 1]
+    return table.gather(1, torch.remainder(ids, per_block.shape[1] + 1))  # -1 -> column K (zeros)
+
+
 def block_token_weights(
-    token_block_ids: torch.Tensor,
+    token_block_ids: Any,
     num_blocks: int,
     aggregation: str = "seq-mean-token-mean",
     max_length: int | None = None,
 ) -> torch.Tensor:
     """Per-token weights that turn an engine's token aggregation into the per-block token mean.
 
-    token_block_ids: [N, T] long, block id of each token, -1 for padding.
-    Returns weights [N, T] float (0 at padding). With n_ik = |T_ik|, n_i = sum_k n_ik, M = sum_i n_i:
+    token_block_ids: [N, T] ints, block id of each token, -1 for padding.
+    Returns weights [N, T] float32 (0 at padding). With n_ik = |T_ik|, n_i = sum_k n_ik, M = sum_i n_i:
       seq-mean-token-mean      loss = (1/N) sum_i (1/n_i) sum_t w l_t   ->  w = n_i / n_ik
       seq-mean-token-sum       loss = (1/N) sum_i sum_t w l_t           ->  w = 1 / n_ik
       seq-mean-token-sum-norm  loss = (1/N) sum_i (1/L) sum_t w l_t     ->  w = L / n_ik  (L = max_length)
       token-mean               loss = (1/M) sum_i sum_t w l_t           ->  w = M / (N n_ik)
     token-mean is exact only when the engine divides by the M of this same batch (see the engine).
     """
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
-    ids = _as_tensor(token_block_ids).long()
-    if ids.ndim != 2:
-        raise ValueError(f"token_block_ids must be [N, T], got shape {tuple(ids.shape)}")
-    if ids.numel() and (ids.max() >= num_blocks or ids.min() < -1):
-        raise ValueError(f"token_block_ids must be in [-1, {num_blocks - 1}]")
-    active = ids >= 0
-    safe = ids.clamp(min=0)
-    counts = torch.zeros(ids.shape[0], num_blocks, dtype=torch.float64, device=ids.device)
-    counts.scatter_add_(1, safe, active.to(torch.float64))  # [N, K]: n_ik
-    n_ik = counts.gather(1, safe)  # [N, T]: n_ik of each token's block
-    if aggregation == "seq-mean-token-mean":
-        numerator = counts.sum(1, keepdim=True)  # [N, 1]: n_i
-    elif aggregation == "seq-mean-token-sum":
-        numerator = torch.ones_like(n_ik)
-    elif aggregation == "seq-mean-token-sum-norm":
-        if max_length is None:
-            raise ValueError("seq-mean-token-sum-norm needs max_length (the loss's constant normaliser)")
-        numerator = torch.full_like(n_ik, float(max_length))
-    else:  # token-mean
-        numerator = counts.sum() / max(ids.shape[0], 1) * torch.ones_like(n_ik)
-    return torch.where(active, numerator / n_ik.clamp(min=1), torch.zeros_like(n_ik)).float()
+    ids = _check_ids(token_block_ids, num_blocks).long()
+    return _spread(_block_scale(ids, num_blocks, aggregation, max_length).float(), ids)
 
 
 def token_advantages(
@@ -87,14 +102,15 @@ def token_advantages(
     adv[i, t] = A[i, block(i, t)] * weight[i, t] (0 at padding, id -1), with the weights of
     `block_token_weights`, so that the engine's clipped loss with `aggregation` equals L_BAE.
     A block with no tokens contributes nothing (its advantage has no token to ride on).
+    Returns float32 on the device of token_block_ids.
     """
     adv = _as_tensor(block_advantages)
-    ids = _as_tensor(token_block_ids).long().to(adv.device)
-    if adv.ndim != 2 or ids.ndim != 2 or adv.shape[0] != ids.shape[0]:
+    ids = _check_ids(token_block_ids, adv.shape[1] if adv.ndim == 2 else 0).long()
+    if adv.ndim != 2 or adv.shape[0] != ids.shape[0]:
         raise ValueError(f"block_advantages [N, K] and token_block_ids [N, T] disagree: {tuple(adv.shape)} vs {tuple(ids.shape)}")
-    weights = block_token_weights(ids, adv.shape[1], aggregation, max_length)
-    per_token = adv.gather(1, ids.clamp(min=0))  # [N, T]: A of each token's block
-    return per_token.to(torch.float32) * weights
+    scale = _block_scale(ids, adv.shape[1], aggregation, max_length)  # [N, K]
+    per_block = (adv.to(device=ids.device, dtype=torch.float64) * scale).float()  # [N, K]: A_ik * w_ik
+    return _spread(per_block, ids)
 
 
 def scalar_token_advantages(advantages: Any, token_block_ids: Any) -> torch.Tensor:
