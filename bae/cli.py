@@ -76,5 +76,46 @@ def demo(
     console.print(table)
 
 
+@app.command("eval")
+def eval_command(
+    task: str = typer.Option("self_confidence", help="task that builds the prompts and scores the completions"),
+    model: Optional[str] = typer.Option(None, help='model to sample: a local folder, a hub id, or "tiny"'),
+    data: Optional[str] = typer.Option(None, help='eval set (JSON Lines with problem and answer) or "synthetic"'),
+    generations: Optional[str] = typer.Option(None, help="score this generations file (prompt_id, completion, gold) instead of sampling"),
+    n: int = typer.Option(16, help="samples per prompt (paper: 16)"),
+    temperature: float = typer.Option(1.0, help="sampling temperature (paper: 1.0; 0 is greedy)"),
+    max_new_tokens: int = typer.Option(1024, help="longest completion in tokens"),
+    limit: Optional[int] = typer.Option(None, help="only the first LIMIT prompts"),
+    seed: int = typer.Option(0, help="seed of sampling, bootstrap and subsets"),
+    out_dir: str = typer.Option("runs/eval", help="report folder"),
+    bootstrap: int = typer.Option(1000, help="bootstrap resamples for standard errors (paper: 1000)"),
+    batch_size: int = typer.Option(16, help="sequences per generate call"),
+    backend: str = typer.Option("auto", help="auto | transformers | vllm"),
+    target_accuracy: float = typer.Option(0.9, help="accuracy the selective-prediction threshold must reach"),
+) -> None:
+    """Evaluate a model (sampled n times per prompt) or a generations file: accuracy, calibration
+    (ECE, AUROC, Brier), test-time scaling and selective prediction, written to a report folder."""
+    from bae.evaluation import EvalConfig, run_eval
+
+    try:
+        config = EvalConfig(task=task, model=model, data=data, generations=generations, n=n, temperature=temperature,
+                            max_new_tokens=max_new_tokens, limit=limit, seed=seed, out_dir=out_dir, bootstrap=bootstrap,
+                            batch_size=batch_size, backend=backend, target_accuracy=target_accuracy)
+        metrics = run_eval(config)
+    except (ValueError, FileNotFoundError) as err:  # bad config or input: say what, no traceback
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"bae eval: {task}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("se", justify="right")
+    for name in ("accuracy", "auroc", "ece", "brier"):
+        figure = metrics.get("metrics", {}).get(name)
+        if isinstance(figure, dict) and "value" in figure:
+            table.add_row(name, f"{figure['value']:.4f}", f"{figure.get('se', 0.0):.4f}")
+    console.print(table)
+    console.print(f"report: {out_dir}/report.md")
+
+
 def main(argv: Optional[list[str]] = None) -> None:  # pragma: no cover
     app(argv)

@@ -46,12 +46,18 @@ def _check_ids(token_block_ids: Any, num_blocks: int) -> torch.Tensor:
     return ids
 
 
-def _block_scale(ids: torch.Tensor, num_blocks: int, aggregation: str, max_length: int | None) -> torch.Tensor:
+def _block_masks(ids: torch.Tensor, num_blocks: int) -> list[torch.Tensor]:
+    """One boolean [N, T] mask per block. For the few blocks of a completion, K comparisons and
+    `where` passes are several times faster than a gather with an int64 index (benchmarks/)."""
+    return [ids == k for k in range(num_blocks)]
+
+
+def _block_scale(masks: list[torch.Tensor], aggregation: str, max_length: int | None) -> torch.Tensor:
     """The weight of each block's tokens, [N, K] float64 (0 for a block with no tokens)."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
-    # n_ik, one pass over [N, T] per block: cheaper than a scatter when K is small
-    counts = torch.stack([(ids == k).sum(1) for k in range(num_blocks)], 1).to(torch.float64)  # [N, K]
+    # n_ik; summing the masks as uint8 into int32 is ~3x faster than a bool sum into int64
+    counts = torch.stack([m.view(torch.uint8).sum(1, dtype=torch.int32) for m in masks], 1).to(torch.float64)  # [N, K]
     if aggregation == "seq-mean-token-mean":
         numerator = counts.sum(1, keepdim=True)  # [N, 1]: n_i
     elif aggregation == "seq-mean-token-sum":
@@ -61,14 +67,16 @@ def _block_scale(ids: torch.Tensor, num_blocks: int, aggregation: str, max_lengt
             raise ValueError("seq-mean-token-sum-norm needs max_length (the loss's constant normaliser)")
         numerator = torch.full_like(counts[:, :1], float(max_length))
     else:  # token-mean: M / N
-        numerator = (counts.sum() / max(ids.shape[0], 1)).expand(ids.shape[0], 1)
+        numerator = (counts.sum() / max(counts.shape[0], 1)).expand(counts.shape[0], 1)
     return torch.where(counts > 0, numerator / counts.clamp(min=1), torch.zeros_like(counts))
 
 
-def _spread(per_block: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """out[i, t] = per_block[i, ids[i, t]], and 0 where ids is -1: one gather over [N, T]."""
-    table = torch.cat([per_block, per_block.new_zeros(per_block.shape[0], 1)], 1)  # [N, K + 1]
-    return table.gather(1, torch.remainder(ids, per_block.shape[1] + 1))  # -1 -> column K (zeros)
+def _spread(per_block: torch.Tensor, masks: list[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+    """out[i, t] = per_block[i, k] where token t is in block k, 0 at padding: [N, T] float32."""
+    out = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+    for k, mask in enumerate(masks):
+        out = torch.where(mask, per_block[:, k : k + 1], out)
+    return out
 
 
 def block_token_weights(
@@ -87,8 +95,9 @@ def block_token_weights(
       token-mean               loss = (1/M) sum_i sum_t w l_t           ->  w = M / (N n_ik)
     token-mean is exact only when the engine divides by the M of this same batch (see the engine).
     """
-    ids = _check_ids(token_block_ids, num_blocks).long()
-    return _spread(_block_scale(ids, num_blocks, aggregation, max_length).float(), ids)
+    ids = _check_ids(token_block_ids, num_blocks)
+    masks = _block_masks(ids, num_blocks)
+    return _spread(_block_scale(masks, aggregation, max_length).float(), masks, ids)
 
 
 def token_advantages(
@@ -105,12 +114,13 @@ def token_advantages(
     Returns float32 on the device of token_block_ids.
     """
     adv = _as_tensor(block_advantages)
-    ids = _check_ids(token_block_ids, adv.shape[1] if adv.ndim == 2 else 0).long()
-    if adv.ndim != 2 or adv.shape[0] != ids.shape[0]:
+    ids = _as_tensor(token_block_ids)
+    if adv.ndim != 2 or ids.ndim != 2 or adv.shape[0] != ids.shape[0]:
         raise ValueError(f"block_advantages [N, K] and token_block_ids [N, T] disagree: {tuple(adv.shape)} vs {tuple(ids.shape)}")
-    scale = _block_scale(ids, adv.shape[1], aggregation, max_length)  # [N, K]
+    masks = _block_masks(_check_ids(ids, adv.shape[1]), adv.shape[1])
+    scale = _block_scale(masks, aggregation, max_length)  # [N, K]
     per_block = (adv.to(device=ids.device, dtype=torch.float64) * scale).float()  # [N, K]: A_ik * w_ik
-    return _spread(per_block, ids)
+    return _spread(per_block, masks, ids)
 
 
 def scalar_token_advantages(advantages: Any, token_block_ids: Any) -> torch.Tensor:

@@ -41,7 +41,8 @@ class EvalConfig:
     """Existing generations to score instead of sampling: JSON Lines with prompt_id, completion,
     gold (optional problem)."""
     n: int = 16
-    """Samples per prompt (paper: 16)."""
+    """Samples per prompt (paper: 16). Sampling only, like temperature, max_new_tokens,
+    batch_size and backend: a generations file brings its own samples."""
     temperature: float = 1.0
     """Sampling temperature (paper: 1.0); 0 is greedy."""
     max_new_tokens: int = 1024

@@ -3,7 +3,8 @@
 Generations file (any system's outputs, scored the same way): one JSON object per line with
   prompt_id   string or integer (integers are turned into strings), the prompt the sample answers;
   completion  string, the model's text (data only: it is parsed, never evaluated);
-  gold        string, the gold final answer (the same on every line of one prompt_id);
+  gold        string, the gold final answer (the same on every line of one prompt_id; a number
+              is turned into its string);
   problem     optional string, the problem text.
 Other keys are kept but not used. Blank lines are skipped. Samples of one prompt need not be
 adjacent; prompts keep the order of their first line.
@@ -63,7 +64,7 @@ def read_generations(path: str | os.PathLike) -> list[dict]:
     """Read and validate a generations file; returns its rows with ``prompt_id`` as a string.
 
     InputError names the line for: invalid JSON, a non-object line, a missing or non-string
-    key (prompt_id may be an integer), an empty gold, a gold that differs from an earlier line
+    key (prompt_id may be an integer, gold a number), an empty gold, a gold that differs from an earlier line
     of the same prompt_id, or a file without any row.
     """
     path = Path(path)
@@ -76,7 +77,8 @@ def read_generations(path: str | os.PathLike) -> list[dict]:
             row = {**row, "prompt_id": str(pid)}
         _text(row, "prompt_id", where)
         _text(row, "completion", where)
-        gold = _text(row, "gold", where)
+        gold = _text(row, "gold", where, numbers=True)
+        row = {**row, "gold": gold}
         _text(row, "problem", where, optional=True)
         if not gold.strip():
             raise InputError(f"{where}: 'gold' is empty")

@@ -185,9 +185,10 @@ def render_markdown(result: dict, title: str = "Evaluation report") -> str:
     if "task" in result:
         lines += [f"Task: `{result['task']}`", ""]
     spp = counts["samples_per_prompt"]
+    per_prompt = str(spp["min"]) if spp["min"] == spp["max"] else f"{spp['min']}–{spp['max']}"
     lines += [
         f"{counts['prompts']} prompts, {counts['completions']} completions "
-        f"({spp['min']}–{spp['max']} per prompt); {counts['malformed']} malformed, "
+        f"({per_prompt} per prompt); {counts['malformed']} malformed, "
         f"{counts['confidence_missing']} without a confidence (counted as 0.0).",
         "",
         "| Accuracy (Pass@1) | AUROC | ECE | Brier | AURC |",
@@ -207,6 +208,7 @@ def render_markdown(result: dict, title: str = "Evaluation report") -> str:
         cells = [f"{curves[s]['value'][j]:.3f} ± {curves[s]['se'][j]:.3f}" for s in tts.STRATEGIES]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     th = sel["threshold"]
+    chosen = "none reaches it (abstain on all)" if th["threshold"] is None else format(th["threshold"], ".4g")
     lines += [
         "",
         "![test-time scaling](tts.png)",
@@ -218,7 +220,7 @@ def render_markdown(result: dict, title: str = "Evaluation report") -> str:
         *(f"| {x} | {_pm(v)} |" for x, v in sel["accuracy_at_coverage"].items()),
         "",
         f"Threshold for accuracy ≥ {th['target']} chosen on {th['validation']['prompts']} validation "
-        f"prompts: {'none reaches it (abstain on all)' if th['threshold'] is None else format(th['threshold'], '.4g')}; "
+        f"prompts: {chosen}; "
         f"on {th['test']['prompts']} held-out prompts it covers {_pm(th['test']['coverage'])} "
         f"with accuracy {_pm(th['test']['accuracy'])}.",
         "",
@@ -236,7 +238,9 @@ def render_markdown(result: dict, title: str = "Evaluation report") -> str:
     return "\n".join(lines)
 
 
-def write_report(result: dict, scored: Sequence[dict], out_dir: str | os.PathLike, title: str = "Evaluation report") -> Path:
+def write_report(
+    result: dict, scored: Sequence[dict], out_dir: str | os.PathLike, title: str = "Evaluation report"
+) -> Path:
     """Write the report folder (each file atomically; metrics.json last): reliability.png,
     tts.png, risk_coverage.png, report.md, scores.jsonl (per completion: prompt_id, answer,
     confidence, correct, malformed) and metrics.json."""

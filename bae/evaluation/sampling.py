@@ -41,20 +41,18 @@ def resolve_model(model: str, out_dir: str | os.PathLike, seed: int = 0) -> str:
 
 
 def load_transformers(model: str):
-    """(model, tokenizer) from a local folder or a hub id; ValueError saying which when neither."""
+    """(model, tokenizer) from a local folder or a hub id, in the checkpoint's dtype, on the GPU
+    when there is one; ValueError saying which model when neither loads."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
-        policy = AutoModelForCausalLM.from_pretrained(model)
+        policy = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
     except (OSError, ValueError) as e:
         raise ValueError(
             f"model {model!r} is neither a folder holding a saved model nor a loadable hub id: {e}"
         ) from e
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # decoder-only generation pads on the left
-    return policy.eval(), tokenizer
+    return policy.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tokenizer
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:
@@ -78,28 +76,45 @@ def generate_transformers(
     """n completions per prompt with ``generate``; returns [P][n] texts.
 
     Each prompt is repeated n times and the repeats are cut into batches of ``batch_size``
-    sequences. torch's global generator is seeded with ``seed`` first, so a run is reproducible
-    on one machine and library version.
+    sequences, left-padded. Sampling draws from a forked torch generator seeded with ``seed``,
+    so a run is reproducible on one machine and library version and the caller's random state
+    (a training loop's) is left as it was; so are the policy's train/eval mode and the
+    tokenizer's padding side and pad token (EOS stands in for a missing one while sampling).
     """
-    torch.manual_seed(seed)
     jobs = [(p, j) for p in range(len(prompts)) for j in range(n)]
     out: list[list[str]] = [[""] * n for _ in prompts]
-    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 \
-        else dict(do_sample=False)
+    if temperature > 0:
+        sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+    else:
+        sampling = dict(do_sample=False)  # greedy
     device = next(policy.parameters()).device
-    with _progress() as bar:
-        task = bar.add_task("sampling", total=len(jobs), visible=progress)
-        for start in range(0, len(jobs), batch_size):
-            batch = jobs[start:start + batch_size]
-            enc = tokenizer([prompts[p] for p, _ in batch], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
-            ids = policy.generate(
-                **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
-            )  # [b, prompt_len + new]
-            texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            for (p, j), text in zip(batch, texts):
-                out[p][j] = text
-            bar.advance(task, len(batch))
+    was_training, side, pad = policy.training, tokenizer.padding_side, tokenizer.pad_token
+    policy.eval()
+    tokenizer.padding_side = "left"  # decoder-only generation pads on the left
+    if pad is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    pad_id = tokenizer.pad_token_id
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda), _progress() as bar:
+            torch.manual_seed(seed)
+            task = bar.add_task("sampling", total=len(jobs), visible=progress)
+            for start in range(0, len(jobs), batch_size):
+                batch = jobs[start:start + batch_size]
+                texts = [prompts[p] for p, _ in batch]
+                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                ids = policy.generate(
+                    **enc, max_new_tokens=max_new_tokens, pad_token_id=pad_id, **sampling
+                )  # [b, prompt_len + new]
+                decoded = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                for (p, j), text in zip(batch, decoded):
+                    out[p][j] = text
+                bar.advance(task, len(batch))
+    finally:
+        policy.train(was_training)
+        tokenizer.padding_side = side
+        if pad is None:
+            tokenizer.pad_token = None
     return out
 
 
@@ -119,7 +134,7 @@ def generate_vllm(
 
 
 def sample_rows(
-    model: str,
+    model,
     task,
     rows: Sequence[dict],
     *,
@@ -133,18 +148,20 @@ def sample_rows(
 ) -> list[dict]:
     """Sample n completions for each eval-set row ({"id", "problem", "answer"}).
 
-    ``model`` is a local folder or a hub id (resolve "tiny" with ``resolve_model`` first).
+    ``model`` is a local folder or a hub id (resolve "tiny" with ``resolve_model`` first), or an
+    already loaded (policy, tokenizer) pair, as a training loop holds (sampled with transformers).
     Returns generation rows {"prompt_id", "problem", "completion", "gold", "sample"}, prompts in
     input order and samples 0..n-1 within each.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     messages = [task.format_prompt(r["problem"]) for r in rows]
-    use_vllm = backend == "vllm" or (backend == "auto" and vllm_available())
+    loaded = isinstance(model, tuple)
+    use_vllm = not loaded and (backend == "vllm" or (backend == "auto" and vllm_available()))
     if use_vllm:
         texts = generate_vllm(model, messages, n, temperature, max_new_tokens, seed)
     else:
-        policy, tokenizer = load_transformers(model)
+        policy, tokenizer = model if loaded else load_transformers(model)
         prompts = [render_prompt(tokenizer, m) for m in messages]
         texts = generate_transformers(policy, tokenizer, prompts, n, temperature, max_new_tokens,
                                       batch_size, seed, progress)

@@ -129,8 +129,8 @@ def choose(groups: np.ndarray, confidence: np.ndarray, strategy: str) -> np.ndar
 
 def _choose_answer(answers, confidences, equivalent, strategy) -> str | None:
     groups = group_answers(answers, equivalent)
-    q = np.array([0.0 if x is None else float(x) for x in confidences]) if confidences is not None \
-        else np.zeros(len(answers))
+    confidences = [0.0] * len(answers) if confidences is None else confidences
+    q = np.array([0.0 if x is None else float(x) for x in confidences], dtype=float)  # [n]
     if q.size != len(answers):
         raise ValueError(f"{len(answers)} answers but {q.size} confidences")
     if q.size == 0:
