@@ -51,10 +51,13 @@ def demo(
     prompts: int = typer.Option(16, min=1, help="prompts in the synthetic batch"),
     group: int = typer.Option(8, min=1, help="completions per prompt (G)"),
     seed: int = typer.Option(0, help="random seed"),
+    out_dir: str = typer.Option("runs/demo", help="report folder of the batch's evaluation"),
 ) -> None:
-    """Score a synthetic batch of the arithmetic task and print the per-block advantages of every
-    baseline, split by the solution outcome (the stratum OCB conditions on)."""
+    """Score a synthetic batch of the arithmetic task, print the per-block advantages of every
+    baseline split by the solution outcome (the stratum OCB conditions on), and evaluate the batch
+    with the same code path as `bae eval` (report in OUT_DIR)."""
     from bae import tasks
+    from bae.evaluation import evaluate_generations
 
     task = tasks.get("arithmetic")
     texts, golds, ids = synthetic_batch(prompts, group, seed)
@@ -74,6 +77,11 @@ def demo(
         table.add_row(name, f"{np.abs(a[:, 0]).mean():.4f}", f"{np.abs(a[right, 1]).mean():.4f}",
                       f"{np.abs(a[wrong, 1]).mean():.4f}", f"{max(strata_sums):.2e}")
     console.print(table)
+    rows = [{"prompt_id": str(i), "completion": t, "gold": g} for i, t, g in zip(ids, texts, golds)]
+    metrics = evaluate_generations(rows, task, out_dir, bootstrap=200, seed=seed)["metrics"]
+    console.print("evaluation of the batch: " + ", ".join(
+        f"{name} {metrics[name]['value']:.3f} ± {metrics[name]['se']:.3f}" for name in ("accuracy", "auroc", "ece", "brier")))
+    console.print(f"report: {out_dir}/report.md")
 
 
 @app.command("eval")
