@@ -146,3 +146,14 @@ def test_bad_inputs_are_clear_errors():
         block_token_weights(torch.zeros(1, 2, dtype=torch.long), 1, "seq-mean-token-sum-norm")
     with pytest.raises(ValueError, match="unknown method"):
         method_token_advantages("ppo", torch.zeros(1, 1), [0], torch.zeros(1, 1, dtype=torch.long))
+
+
+def test_given_block_lengths_give_the_same_result():
+    """Passing the n_ik the engine already knows must not change anything; wrong shapes are errors."""
+    ids, _, _, adv = random_rollout(7)
+    lengths = torch.stack([(ids == k).sum(1) for k in range(adv.shape[1])], 1)
+    for aggregation in AGGREGATIONS:
+        torch.testing.assert_close(token_advantages(adv, ids, aggregation, 40, block_lengths=lengths),
+                                   token_advantages(adv, ids, aggregation, 40))
+    with pytest.raises(ValueError, match="block_lengths"):
+        token_advantages(adv, ids, block_lengths=lengths[:, :2])
