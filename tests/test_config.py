@@ -1,0 +1,58 @@
+"""Training configs: every key is checked before any compute, errors name the key."""
+
+import pytest
+import yaml
+
+from bae.config import ConfigError, TrainConfig, load, parse
+
+
+def test_paper_defaults():
+    """Table 4: group 32, batch 2048, lr 1e-6, warmup 64, temperature 1.0, max length 4096, no scaling."""
+    c = TrainConfig()
+    assert (c.group_size, c.batch_size, c.learning_rate, c.warmup_steps, c.temperature, c.max_completion_length, c.scale) == (
+        32, 2048, 1e-6, 64, 1.0, 4096, "none")
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"grup_size": 8}, "grup_size: unknown key"),
+        ({"eval": {"every": 1, "n_samples": 3}}, "eval.n_samples: unknown key"),
+        ({"task": {"name": "chess"}}, "task: unknown task"),
+        ({"task": {"name": "arithmetic", "options": {"confidence": "bce"}}}, "task:"),
+        ({"method": "ppo"}, "method: unknown method"),
+        ({"baseline": "ocbb"}, "baseline: unknown baseline"),
+        ({"group_size": 1}, "group_size"),
+        ({"group_size": 8, "batch_size": 12}, "multiple of group_size"),
+        ({"learning_rate": -1}, "learning_rate"),
+        ({"trl": {"bf17": True}}, "trl: not GRPOConfig fields: ['bf17']"),
+        ({"data": {"source": "missing.jsonl"}}, "data.source"),
+        ({"scale": "std"}, "scale"),
+    ],
+)
+def test_bad_values_name_the_key(raw, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        parse(raw)
+
+
+def test_yaml_files(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"group_size": 4, "batch_size": 8, "steps": 3}))
+    assert load(path).steps == 3
+    path.write_text("group_size: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load(path)
+    with pytest.raises(ConfigError, match="no such config"):
+        load(tmp_path / "nope.yaml")
+    path.write_text("- a list")
+    with pytest.raises(ConfigError, match="mapping"):
+        load(path)
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert configs, "configs/ holds no YAML"
+    for path in configs:
+        load(path)
