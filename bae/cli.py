@@ -1,4 +1,4 @@
-"""The `bae` command: bae demo | eval | version."""
+"""The `bae` command: bae train | eval | demo | version."""
 
 from __future__ import annotations
 
@@ -84,6 +84,31 @@ def demo(
     console.print(f"report: {out_dir}/report.md")
 
 
+@app.command()
+def train(
+    config: str = typer.Option(..., "--config", "-c", help="YAML config (see configs/)"),
+    resume: bool = typer.Option(False, help="continue the run in the config's output_dir from its last checkpoint"),
+) -> None:
+    """Train a policy with BAE (or the scalar RLVR / RLCR baselines) on TRL, from a YAML config."""
+    from bae.config import ConfigError, load
+
+    try:
+        cfg = load(config)  # every key checked before any compute
+    except ConfigError as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from None
+    from bae.train import train as run_training
+
+    try:
+        metrics = run_training(cfg, resume=resume)["metrics"]
+    except ValueError as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from None
+    console.print("final evaluation: " + ", ".join(
+        f"{name} {metrics[name]['value']:.3f} ± {metrics[name]['se']:.3f}" for name in ("accuracy", "auroc", "ece", "brier")))
+    console.print(f"run folder: {cfg.output_dir}")
+
+
 @app.command("eval")
 def eval_command(
     task: str = typer.Option("self_confidence", help="task that builds the prompts and scores the completions"),
@@ -127,3 +152,7 @@ def eval_command(
 
 def main(argv: Optional[list[str]] = None) -> None:  # pragma: no cover
     app(argv)
+
+
+if __name__ == "__main__":  # python -m bae.cli
+    app()

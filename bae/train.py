@@ -1,0 +1,202 @@
+"""`bae train`: one RL run from a validated TrainConfig, on TRL through BlockwiseGRPOTrainer.
+
+    config -> policy (a folder, a hub id, or the warm-started tiny model) -> prompts (the built-in
+    arithmetic generator, a JSON Lines file or a Hugging Face dataset) -> GRPOConfig -> trainer
+    -> checkpoints every `checkpoint_interval` steps, log.jsonl, periodic and final evaluation
+    (bae.evaluation, the code path of `bae eval`) -> final/ (the trained policy, saved atomically).
+
+Resuming (`resume=True`) continues from the last complete checkpoint in output_dir; TRL's
+checkpoints hold the optimizer, scheduler and RNG states, so on CPU a run killed and resumed ends
+with the same weights as an uninterrupted one (tests/test_train.py checks it with SIGKILL).
+transformers writes checkpoint-N in place and its trainer_state.json last, so a checkpoint counts
+only once that file exists: a kill in the middle of a save leaves a folder that resume skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+from bae.config import TrainConfig
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def load_prompts(config: TrainConfig) -> tuple[list[dict], list[dict]]:
+    """(train rows, held-out eval rows), each {"id", "problem", "answer"}."""
+    from bae.evaluation.generations import read_eval_set
+    from bae.tasks.arithmetic import generate
+
+    data = config.data
+    if data.source == "arithmetic":
+        train = generate(data.limit or data.size, seed=config.seed, levels=data.levels)
+        held_out = generate(data.eval_size, seed=config.seed + 10_000, levels=data.levels)
+        seen = {r["problem"] for r in train}
+        return train, [r for r in held_out if r["problem"] not in seen] or held_out
+    if data.source.startswith("hf:"):
+        from datasets import load_dataset  # a download the user asked for by naming the dataset
+
+        ds = load_dataset(data.source[3:], split=data.split)
+        train = [{"id": str(i), "problem": str(r[data.problem_key]), "answer": str(r[data.answer_key])}
+                 for i, r in enumerate(ds)][: data.limit]
+    else:
+        train = read_eval_set(data.source, data.limit)
+    held_out = read_eval_set(data.eval_source, config.eval.limit) if data.eval_source else train[: config.eval.limit]
+    return train, held_out
+
+
+def resolve_policy(config: TrainConfig) -> str:
+    """The model folder to train: "tiny" is warm-started once into output_dir/warm_start."""
+    if config.model != "tiny":
+        return config.model
+    from bae.warmstart import WarmStartConfig, warm_start
+
+    folder = Path(config.output_dir) / "warm_start"
+    if (folder / "config.json").is_file():
+        return str(folder)
+    return str(warm_start(WarmStartConfig(seed=config.seed), folder))
+
+
+def grpo_args(config: TrainConfig):
+    """GRPOConfig: the paper's settings, then this config's, then its `trl` pass-through."""
+    import torch
+
+    from bae.engines.trl import paper_grpo_config
+
+    on_gpu = torch.cuda.is_available()
+    settings: dict[str, Any] = dict(
+        output_dir=config.output_dir,
+        num_generations=config.group_size,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=1,
+        max_steps=config.steps,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+        temperature=config.temperature,
+        max_completion_length=config.max_completion_length,
+        loss_type=config.loss_type,
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="steps",
+        save_steps=config.checkpoint_interval,
+        logging_steps=1,
+        report_to="none",
+        disable_tqdm=True,  # our rich progress bar shows the block metrics instead
+        use_cpu=not on_gpu,
+        bf16=on_gpu,
+        gradient_checkpointing=on_gpu,
+    )
+    return paper_grpo_config(**{**settings, **config.trl})
+
+
+def last_checkpoint(out: Path) -> str | None:
+    """The newest checkpoint-N of `out` whose trainer_state.json (written last) exists."""
+    complete = [p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
+
+
+def _progress_callback(config: TrainConfig, task):
+    """A rich progress bar (step, reward per block, accuracy, ECE) and log.jsonl of every log."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from transformers import TrainerCallback
+
+    log_path = Path(config.output_dir) / "log.jsonl"
+    names = task.block_names
+
+    class Callback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("{task.description}"))
+            self.progress.start()
+            self.bar = self.progress.add_task("", total=state.max_steps, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or not state.is_world_process_zero:
+                return
+            with open(log_path, "a") as f:  # one line a step, appended: survives a kill
+                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+            if "bae/accuracy" not in logs:
+                return  # the end-of-training summary: keep the last step's figures on the bar
+            rewards = " ".join(f"{n} {logs.get(f'rewards/{n}_reward/mean', float('nan')):+.3f}" for n in names)
+            self.progress.update(self.bar, completed=state.global_step, description=(
+                f"{rewards} acc {logs.get('bae/accuracy', float('nan')):.3f} ece {logs.get('bae/ece', float('nan')):.3f}"))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.progress.stop()
+
+    return Callback()
+
+
+def _eval_callback(config: TrainConfig, task, held_out: list[dict], tokenizer):
+    """Evaluate the policy on the held-out prompts every `eval.every` steps (bae.evaluation)."""
+    from transformers import TrainerCallback
+
+    class Callback(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if config.eval.every and state.global_step % config.eval.every == 0 and state.global_step < state.max_steps:
+                evaluate_policy(config, task, held_out, model, tokenizer, f"step-{state.global_step}")
+
+    return Callback()
+
+
+def evaluate_policy(config: TrainConfig, task, held_out: list[dict], model, tokenizer, name: str) -> dict:
+    """Sample eval.n completions per held-out prompt and write output_dir/eval/<name>/."""
+    from bae.evaluation import evaluate_generations
+    from bae.evaluation.sampling import sample_rows
+
+    rows = sample_rows((model, tokenizer), task, held_out[: config.eval.limit], n=config.eval.n,
+                       temperature=config.eval.temperature, max_new_tokens=config.max_completion_length,
+                       seed=config.seed, progress=False)
+    return evaluate_generations(rows, task, Path(config.output_dir) / "eval" / name,
+                                bootstrap=config.eval.bootstrap, seed=config.seed)
+
+
+def _save_atomically(trainer, folder: Path) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    trainer.processing_class.save_pretrained(str(tmp))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict:
+    """Run (or resume) one training run; returns the final evaluation's metrics."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    from bae import tasks
+    from bae.engines.trl import BlockwiseGRPOTrainer
+
+    out = Path(config.output_dir)
+    checkpoint = last_checkpoint(out) if resume and out.is_dir() else None
+    if resume and checkpoint is None:
+        raise ValueError(f"--resume: no checkpoint in {out} (checkpoints are saved every {config.checkpoint_interval} steps)")
+    if not resume and (out / "log.jsonl").exists():
+        raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another output_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(config.model_dump_json(indent=2))
+
+    task = tasks.get(config.task.name, **config.task.options)
+    train_rows, held_out = load_prompts(config)
+    policy = resolve_policy(config)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    model = AutoModelForCausalLM.from_pretrained(policy)
+    dataset = Dataset.from_list([{"prompt": task.format_prompt(r["problem"]), "answer": r["answer"]} for r in train_rows])
+    trainer = BlockwiseGRPOTrainer(
+        model, task, grpo_args(config), dataset, tokenizer, method=config.method, baseline=config.baseline,
+        baseline_options=config.baseline_options, scale=config.scale,
+        callbacks=[_progress_callback(config, task), _eval_callback(config, task, held_out, tokenizer)],
+    )
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress bar shows them
+    hf_logging.disable_progress_bar()  # per-save "Writing model shards" bars
+    trainer.train(resume_from_checkpoint=checkpoint)
+    _save_atomically(trainer, out / "final")
+    return evaluate_policy(config, task, held_out, trainer.model, tokenizer, "final")

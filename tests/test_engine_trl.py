@@ -1,0 +1,408 @@
+"""BlockwiseGRPOTrainer (bae.engines.trl): TRL's GRPOTrainer optimises the paper's L_BAE.
+
+Offline and on CPU with the tiny model. Most tests replace generation by scripted completions
+(`Scripted`: ragged lengths, well-formed and malformed, correct and wrong, with and without EOS, a
+tag spelled letter by letter, a non-ASCII character), so the batch exercises every block case while
+scoring, advantages, padding, shuffling, splitting and the loss are the trainer's and TRL's own.
+The reference side never uses the engine: it decodes every prefix of the ids (exact, quadratic),
+scores with task.score, maps tokens with bae.blocks.token_block_ids and computes advantages with
+bae.advantages.blockwise_advantages.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import split_tensor_dict
+
+from bae import tasks
+from bae.advantages import blockwise_advantages
+from bae.blocks import token_block_ids
+from bae.engines.trl import BlockwiseGRPOTrainer, decode_with_offsets, paper_grpo_config
+from bae.models.tiny import build_model, build_tokenizer
+
+G = 4  # group size
+MAX_LEN = 64  # max_completion_length (scripted completions are at most ~50 tokens)
+PROBLEMS = [("What is 3 + 4?", "7"), ("What is 12 + 9?", "21"), ("What is 8 - 5?", "3"), ("What is 6 + 6?", "12")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model gains nothing from intra-op threads, and on a loaded 2-core machine spinning
+    threads made these tests ~20x slower; restored afterwards for the other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def task():
+    return tasks.get("arithmetic")
+
+
+@pytest.fixture(scope="module")
+def dataset(task):
+    return Dataset.from_list([{"prompt": task.format_prompt(p), "answer": a} for p, a in PROBLEMS])
+
+
+def config(**overrides):
+    base = dict(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, gradient_checkpointing=False,
+                per_device_train_batch_size=4, gradient_accumulation_steps=2, num_generations=G,
+                max_completion_length=MAX_LEN, max_steps=1, learning_rate=1e-3, logging_steps=1,
+                report_to="none", save_strategy="no", scale_rewards="none", seed=0, disable_tqdm=True)
+    return GRPOConfig(**{**base, **overrides})
+
+
+class Scripted(BlockwiseGRPOTrainer):
+    """Generation replaced by scripted completions; `script_log` keeps (ids, gold) in batch order."""
+
+    def __init__(self, *args, **kwargs):
+        self.script_log, self._rng, self._count = [], np.random.default_rng(0), 0
+        super().__init__(*args, **kwargs)
+
+    def _encode(self, text, spelled=False):
+        if spelled:  # one token per character: a non-canonical encoding of a tag
+            return [i for ch in text for i in self._tokenizer(ch, add_special_tokens=False)["input_ids"]]
+        return self._tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _script(self, gold):
+        rng, j = self._rng, self._count
+        self._count += 1
+        kind = rng.choice(["good", "good", "good", "spelled", "cut", "junk"])
+        answer = gold if rng.random() < 0.5 else str(int(gold) + 1)
+        q = str(rng.choice(["0", "0.15", "0.5", "0.85", "1.0"]))
+        eos = [self._tokenizer.eos_token_id] if rng.random() < 0.7 else []
+        if kind == "junk":
+            return self._encode(f"no tags {j}") + eos
+        ids = self._encode(f"<reasoning>step {j}{' é' * (j % 2)}</reasoning>")
+        ids += self._encode("<answer>", spelled=kind == "spelled") + self._encode(f"{answer}</answer>")
+        if kind == "cut":  # truncated inside the confidence block, no EOS
+            return ids + self._encode("<analysis>unsure")
+        ids += self._encode(f"<analysis>{'check ' * (j % 3)}</analysis><confidence>{q}</confidence>")
+        return ids + self._encode("\n" * (j % 2)) + eos
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        out = []
+        for ids in prompt_ids:
+            prompt = self._tokenizer.decode(ids)
+            gold = next(a for p, a in PROBLEMS if p in prompt)
+            out.append(self._script(gold))
+            self.script_log.append((out[-1], gold))
+        return out, None
+
+
+def reference(task, tok, log, baseline="ocb"):
+    """Per completion: token block ids [L]; and block advantages A [N, K], outcomes, scores."""
+    blocks, scores = [], []
+    for ids, gold in log:
+        text = tok.decode(ids, skip_special_tokens=True)
+        ends = np.maximum.accumulate([min(len(tok.decode(ids[: t + 1], skip_special_tokens=True)), len(text))
+                                      for t in range(len(ids))])
+        offsets = list(zip([0, *ends[:-1]], ends))
+        score = task.score(text, gold)
+        blocks.append(token_block_ids(score.partition, offsets))
+        scores.append(score)
+    rewards = np.array([s.rewards for s in scores])
+    outcomes = np.array([s.outcomes for s in scores])
+    groups = np.arange(len(log)) // G
+    return blocks, blockwise_advantages(rewards, groups, outcomes, baseline=baseline), outcomes, scores
+
+
+def rows(dataset, prompts=(0, 1)):
+    return [dataset[i] for i in prompts for _ in range(G)]
+
+
+def test_offsets_from_sampled_ids(tok):
+    """decode_with_offsets gives spans that tile the decoded text exactly, for a non-canonical
+    spelling of a tag (8 one-character tokens, where re-encoding would give 1), multi-byte
+    characters split over byte tokens, and special tokens (EOS, empty span at the end)."""
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
+    spelled = [i for ch in "<answer>" for i in enc(ch)]
+    ids = enc("<reasoning>x é ∑</reasoning>") + spelled + enc("5</answer>") + [tok.eos_token_id]
+    text, offsets = decode_with_offsets(tok, ids)
+    assert text == "<reasoning>x é ∑</reasoning><answer>5</answer>"
+    assert len(offsets) == len(ids) and len(enc(text)) < len(ids)  # the canonical encoding is shorter
+    assert offsets[-1] == (len(text), len(text))  # EOS
+    covered = "".join(text[s:e] for (s, e), (s2, _) in zip(offsets, offsets[1:] + [(None, None)]) if s != s2)
+    assert covered == text  # distinct spans, in order, concatenate to the text
+    start = len(enc("<reasoning>x é ∑</reasoning>"))
+    assert [text[s:e] for s, e in offsets[start : start + 8]] == list("<answer>")
+    e_bytes = [t for t, (s, e) in enumerate(offsets) if text[s:e] == "é"]
+    assert len(e_bytes) == 2  # both UTF-8 byte tokens of é carry its span
+
+
+@pytest.fixture(scope="module")
+def scripted_run(tok, task, dataset):
+    """A 2-step train() of Scripted (dapo, GA=2), recording every input TRL's _compute_loss sees."""
+    seen, original = [], GRPOTrainer._compute_loss
+
+    def capture(self, model, inputs):
+        seen.append({k: v.detach().clone() if torch.is_tensor(v) else v for k, v in inputs.items()})
+        return original(self, model, inputs)
+
+    GRPOTrainer._compute_loss = capture
+    try:
+        trainer = Scripted(build_model(tok), task, config(max_steps=2), dataset, tok)
+        trainer.train()
+    finally:
+        GRPOTrainer._compute_loss = original
+    return trainer, seen
+
+
+def test_every_loss_token_carries_its_blocks_advantage(scripted_run, tok, task):
+    """Every completion token reaching TRL's loss (after TRL's shuffle and split) carries
+    A[i, k] / |T_ik| * c for its own block k (c = num_items_in_batch / completions, dapo), with
+    A and the token's block from the core (task.score partition + blockwise_advantages over the
+    gathered groups); padding carries 0 and block id -1."""
+    trainer, seen = scripted_run
+    assert len(seen) == 4  # 2 steps x 2 micro-batches
+    expected = {}
+    for start in range(0, len(trainer.script_log), 2 * G):  # one generation batch = 2 groups
+        log = trainer.script_log[start : start + 2 * G]
+        blocks, adv, _, _ = reference(task, tok, log)
+        for (ids, _), b, a in zip(log, blocks, adv):
+            n = np.bincount(b, minlength=task.num_blocks)
+            expected[tuple(ids)] = (b, a[b] / n[b])
+    both_blocks = nonzero = 0
+    for inputs in seen:
+        mask = inputs["completion_mask"]
+        c = inputs["num_items_in_batch"] / inputs["bae_num_completions"]
+        for i in range(mask.shape[0]):
+            length = int(mask[i].sum())
+            block, value = expected[tuple(inputs["completion_ids"][i, :length].tolist())]
+            assert inputs["bae_block_ids"][i, :length].tolist() == block.tolist()
+            torch.testing.assert_close(inputs["advantages"][i, :length].double(), torch.tensor(value) * c.double(),
+                                       rtol=1e-5, atol=1e-7)
+            assert (inputs["advantages"][i, length:] == 0).all() and (inputs["bae_block_ids"][i, length:] == -1).all()
+            both_blocks += len(set(block.tolist())) == 2
+            nonzero += bool(np.any(value != 0))
+    assert both_blocks >= 4 and nonzero >= 4  # the batch really exercises two blocks and nonzero advantages
+
+
+def test_logged_block_metrics(scripted_run, tok, task):
+    """Each step logs, through TRL's logger, per-block reward/advantage statistics, OCB stratum
+    sizes, accuracy, malformed rate, mean confidence and the 11-bin ECE, equal to the values
+    computed directly from the scored completions of that step's batch."""
+    trainer, _ = scripted_run
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2
+    for step, h in enumerate(logs):
+        log = trainer.script_log[step * 2 * G : (step + 1) * 2 * G]
+        _, adv, outcomes, scores = reference(task, tok, log)
+        correct = np.array([s.correct for s in scores], dtype=float)
+        q = np.array([0.0 if s.confidence is None else s.confidence for s in scores])
+        bins = np.minimum((q * 10 + 1e-9).astype(int), 10)
+        ece = sum(abs(correct[bins == b].sum() - q[bins == b].sum()) for b in range(11)) / len(q)
+        stated = [s.confidence for s in scores if s.confidence is not None]
+        strata = np.unique(np.stack([np.arange(2 * G) // G, outcomes[:, 1]], 1), axis=0, return_counts=True)[1]
+        want = {
+            "rewards/solution_reward/mean": np.mean([s.rewards[0] for s in scores]),
+            "rewards/confidence_reward/mean": np.mean([s.rewards[1] for s in scores]),
+            "bae/solution/advantage_mean": adv[:, 0].mean(), "bae/solution/advantage_std": adv[:, 0].std(),
+            "bae/confidence/advantage_mean": adv[:, 1].mean(), "bae/confidence/advantage_std": adv[:, 1].std(),
+            "bae/confidence/stratum_size_min": strata.min(), "bae/confidence/stratum_size_mean": strata.mean(),
+            "bae/accuracy": correct.mean(), "bae/malformed_rate": np.mean([s.malformed for s in scores]),
+            "bae/confidence_mean": np.mean(stated), "bae/ece": ece,
+        }
+        for key, value in want.items():
+            assert h[key] == pytest.approx(value, abs=1e-6), key
+        assert 0 < h["bae/malformed_rate"] < 1 and h["bae/confidence/advantage_std"] > 0
+        assert "entropy" in h
+
+
+# loss_type, importance_sampling_level, mask_truncated_completions
+LOSS_CASES = [("grpo", "token", False), ("dr_grpo", "token", False), ("dapo", "token", False),
+              ("bnpo", "token", False), ("cispo", "token", False), ("sapo", "token", False), ("luspo", "token", False),
+              ("grpo", "sequence", False), ("dapo", "sequence", False), ("bnpo", "sequence", False),
+              ("grpo", "token", True), ("dapo", "token", True)]
+
+
+def direct_l_bae(trainer, lp, old, blocks, adv, level, skip=()):
+    """L_BAE = (1/N) sum_i sum_k (1/|T_ik|) sum_{t in T_ik} l_t(a_ik), with each loss type's per-token
+    l_t; for GSPO (level "sequence") one ratio per block, r_ik = exp(mean_{t in T_ik}(logp - old)).
+    Rows in `skip` (masked by TRL) contribute nothing but still count in N."""
+    lo, hi = 1 - trainer.epsilon_low, 1 + trainer.epsilon_high
+    total = lp.new_zeros(())
+    for i, b in enumerate(blocks):
+        if i in skip:
+            continue
+        for k in range(adv.shape[1]):
+            pos = torch.from_numpy(np.nonzero(b == k)[0])
+            if len(pos) == 0:
+                continue
+            a, logp, log_ratio = float(adv[i, k]), lp[i, pos], lp[i, pos] - old[i, pos]
+            if level == "sequence":
+                r = torch.exp(log_ratio.mean())
+                total = total - torch.minimum(r * a, r.clamp(lo, hi) * a)
+                continue
+            r = torch.exp(log_ratio)
+            if trainer.loss_type == "cispo":
+                per_token = -r.clamp(max=trainer.epsilon_high).detach() * a * logp
+            elif trainer.loss_type == "sapo":
+                tau = trainer.args.sapo_temperature_pos if a > 0 else trainer.args.sapo_temperature_neg
+                per_token = -torch.sigmoid(tau * (r - 1)) * 4 / tau * a
+            else:
+                per_token = -torch.minimum(r * a, r.clamp(lo, hi) * a)
+            total = total + per_token.mean()
+    return total / len(blocks)
+
+
+@pytest.mark.parametrize("loss_type,level,mask_truncated", LOSS_CASES)
+def test_trl_loss_equals_direct_l_bae(loss_type, level, mask_truncated, tok, task, dataset):
+    """For each supported loss type (and GSPO with per-block ratios), TRL's own _compute_loss on our
+    per-token advantages, summed over the gradient-accumulation micro-batches TRL's splitter makes,
+    equals a direct L_BAE in value and in gradient w.r.t. every model parameter, off-policy (old
+    log-probs perturbed so that ratios cross the clip range), also when TRL masks truncated
+    completions; the parent's loss without the factor c does not (except luspo, where c = 1)."""
+    trainer = Scripted(build_model(tok), task, config(loss_type=loss_type, importance_sampling_level=level,
+                                                      epsilon_high=1.1 if loss_type == "cispo" else None,
+                                                      mask_truncated_completions=mask_truncated),
+                       dataset, tok)
+    model = trainer.model.train()
+    batch = trainer._generate_and_score_completions(rows(dataset))
+
+    def logps():
+        ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+        mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+        return GRPOTrainer._get_per_token_logps_and_entropies(trainer, model, ids, mask, batch["completion_ids"].shape[1])[0]
+
+    with torch.no_grad():
+        lp0 = logps()
+    gen = torch.Generator().manual_seed(1)
+    batch["old_per_token_logps"] = lp0 + 0.3 * torch.randn(lp0.shape, generator=gen)
+    trainer.current_gradient_accumulation_steps = 2
+    params = [p for p in model.parameters() if p.requires_grad]
+    micro = split_tensor_dict(batch, 2)
+    loss = sum(trainer._compute_loss(model, m) for m in micro)
+    grads = torch.autograd.grad(loss, params)
+
+    blocks, adv, _, _ = reference(task, tok, trainer.script_log)
+    assert np.abs(adv).max() > 0.1
+    truncated = {i for i, (ids, _) in enumerate(trainer.script_log) if ids[-1] != tok.eos_token_id}
+    assert 0 < len(truncated) < len(blocks)
+    if mask_truncated:
+        assert all(batch["completion_mask"][i].sum() == 0 and (batch["advantages"][i] == 0).all() for i in truncated)
+    want = direct_l_bae(trainer, logps(), batch["old_per_token_logps"], blocks, adv, level,
+                        skip=truncated if mask_truncated else ())
+    want_grads = torch.autograd.grad(want, params)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-7)
+    scale = max(g.abs().max().item() for g in want_grads)
+    assert scale > 1e-4
+    for g, w in zip(grads, want_grads):
+        assert (g - w).abs().max().item() <= 1e-5 * scale
+    if loss_type != "luspo":
+        with torch.no_grad():
+            raw = sum(GRPOTrainer._compute_loss(trainer, model, m) for m in micro)
+        assert raw.item() != pytest.approx(want.item(), rel=1e-3)
+
+
+def test_eval_loss_is_l_bae_for_every_loss_type(tok, task, dataset):
+    """In evaluation mode (no accumulation; TRL's eval normalisers, where dapo divides by this
+    process's share of the tokens) every loss type's loss on the same batch is the on-policy
+    L_BAE = -(1/N) sum_i sum_{k: T_ik nonempty} a_ik."""
+    for loss_type in ("grpo", "dr_grpo", "dapo", "bnpo"):  # cispo: -sg(r) A logp has another value
+        trainer = Scripted(build_model(tok), task, config(loss_type=loss_type), dataset, tok)
+        model = trainer.model.eval()
+        batch = trainer._generate_and_score_completions(rows(dataset, (2, 3)))
+        with torch.no_grad():
+            loss = trainer._compute_loss(model, batch).item()
+        blocks, adv, _, _ = reference(task, tok, trainer.script_log)
+        present = np.stack([np.bincount(b, minlength=adv.shape[1]) > 0 for b in blocks])
+        want = -(adv * present).sum() / len(blocks)
+        assert abs(want) > 1e-3
+        assert loss == pytest.approx(want, rel=1e-5, abs=1e-7), loss_type
+
+
+@pytest.mark.parametrize("method", ["rlvr", "rlcr"])
+def test_scalar_methods_one_advantage_per_completion(method, tok, task, dataset):
+    """rlvr and rlcr put one advantage on every token of a completion (0 on padding): the group-
+    centred correctness (rlvr) or group-centred sum of block rewards (rlcr), with no block weights."""
+    trainer = Scripted(build_model(tok), task, config(), dataset, tok, method=method)
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions(rows(dataset))
+    _, _, _, scores = reference(task, tok, trainer.script_log)
+    r = np.array([s.rewards[0] if method == "rlvr" else sum(s.rewards) for s in scores])
+    scalar = r - np.repeat(r.reshape(-1, G).mean(1), G)
+    assert np.abs(scalar).max() > 0.1
+    mask = batch["completion_mask"].bool()
+    for i in range(mask.shape[0]):
+        row = batch["advantages"][i]
+        assert torch.allclose(row[mask[i]].double(), torch.full((int(mask[i].sum()),), scalar[i], dtype=torch.float64),
+                              atol=1e-6)
+        assert (row[~mask[i]] == 0).all()
+
+
+def _refusal_cases():
+    return [
+        (dict(args=dict(loss_type="vespo")), "vespo"),
+        (dict(args=dict(off_policy_mask_threshold=0.5)), "off_policy_mask_threshold"),
+        (dict(args=dict(importance_sampling_level="sequence", beta=0.04)), "beta"),
+        (dict(method="ppo"), "method"),
+        (dict(baseline="nope"), "unknown baseline"),
+        (dict(baseline="ocb", baseline_options={"shrink": 2.0}), "ocb"),
+        (dict(baseline="ocb_shrink", baseline_options={"shrink": -1.0}), "shrink"),
+        (dict(scale="std"), "scale"),
+        (dict(reward_funcs=[lambda completions, **kw: [0.0] * len(completions)]), "reward_funcs"),
+        (dict(tools=[print]), "tools"),
+        (dict(data=Dataset.from_list([{"prompt": [{"role": "user", "content": "hi"}]}])), "'answer' column"),
+    ]
+
+
+@pytest.mark.parametrize("case,message", _refusal_cases())
+def test_refused_configurations(case, message, tok, task, dataset):
+    """Configurations that would silently not optimise the method's objective (or cannot work) raise
+    ValueError at construction, naming the offending setting."""
+    case = dict(case)
+    args = config(**case.pop("args", {}))
+    data = case.pop("data", dataset)
+    with pytest.raises(ValueError, match=message):
+        BlockwiseGRPOTrainer(build_model(tok), task, args, data, tok, **case)
+
+
+def test_scalar_methods_keep_trl_loss_types(tok, task, dataset):
+    """The bae-only refusals do not apply to scalar methods: rlvr with vespo and the off-policy mask
+    builds (one advantage per completion is what they assume)."""
+    trainer = BlockwiseGRPOTrainer(build_model(tok), task, config(loss_type="vespo", off_policy_mask_threshold=0.5),
+                                   dataset, tok, method="rlvr")
+    assert trainer.loss_type == "vespo"
+
+
+def test_train_two_steps_real_generation(tok, task, dataset):
+    """A 2-step train() with real sampling from the tiny model on the arithmetic task completes and
+    logs the block metrics at every step; OCB advantages are centred within each stratum, so every
+    block's batch-mean advantage is 0, and strata are between 1 and G completions."""
+    trainer = BlockwiseGRPOTrainer(build_model(tok), "arithmetic", config(max_steps=2, max_completion_length=8),
+                                   dataset, tok)
+    trainer.train()
+    assert trainer.state.global_step == 2
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2
+    for h in logs:
+        for name in task.block_names:
+            assert f"rewards/{name}_reward/mean" in h
+            assert h[f"bae/{name}/advantage_mean"] == pytest.approx(0.0, abs=1e-6)
+            assert h[f"bae/{name}/advantage_std"] >= 0
+        assert 1 <= h["bae/confidence/stratum_size_min"] <= h["bae/confidence/stratum_size_mean"] <= G
+        assert 0 <= h["bae/malformed_rate"] <= 1 and 0 <= h["bae/accuracy"] <= 1
+        assert "bae/ece" in h and "bae/confidence_mean" in h and "entropy" in h
+
+
+def test_paper_config():
+    """paper_grpo_config sets the paper's entropy controller, no KL and unscaled advantages, and
+    lets any field be overridden."""
+    args = paper_grpo_config(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, num_generations=4)
+    assert (args.use_adaptive_entropy, args.entropy_target, args.entropy_coef_delta) == (True, 0.2, 5e-4)
+    assert (args.beta, args.scale_rewards, args.learning_rate, args.num_generations) == (0.0, "none", 1e-6, 4)
