@@ -94,6 +94,7 @@ def train(
 
     try:
         cfg = load(config)  # every key checked before any compute
+        cfg.check_files()
     except ConfigError as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
@@ -107,6 +108,35 @@ def train(
     console.print("final evaluation: " + ", ".join(
         f"{name} {metrics[name]['value']:.3f} ± {metrics[name]['se']:.3f}" for name in ("accuracy", "auroc", "ece", "brier")))
     console.print(f"run folder: {cfg.output_dir}")
+
+
+@app.command("prepare-data")
+def prepare_data(
+    sources: list[str] = typer.Argument(..., help='.jsonl/.json/.parquet files or "hf:<id>[:split]", each with optional '
+                                        '"#problem_key=..,answer_key=..,answer_format=boxed,problem_format=dapo,config=..,limit=..,name=.."'),
+    out: str = typer.Option(..., help="JSON Lines file to write ({id, problem, answer})"),
+    problem_key: str = typer.Option("problem", help="default problem column"),
+    answer_key: str = typer.Option("answer", help="default answer column"),
+    limit: Optional[int] = typer.Option(None, min=1, help="keep at most LIMIT prompts"),
+    seed: int = typer.Option(0, help="shuffle seed"),
+    shuffle: bool = typer.Option(True, "--shuffle/--no-shuffle"),
+    dedupe: bool = typer.Option(True, "--dedupe/--no-dedupe", help="drop repeated problems (first one wins)"),
+    verl_task: Optional[str] = typer.Option(None, help="also write verl's parquet layout (OUT with .parquet) for this bae task"),
+) -> None:
+    """Build training prompts from local files or Hugging Face datasets (the MATH + DAPO mix: see README)."""
+    from pathlib import Path
+
+    from bae.data import DataError, prepare, to_verl_parquet
+
+    try:
+        console.print(str(prepare(sources, out, problem_key=problem_key, answer_key=answer_key, limit=limit,
+                                  seed=seed if shuffle else None, dedupe=dedupe)))
+        if verl_task:
+            parquet = Path(out).with_suffix(".parquet")
+            console.print(f"wrote {to_verl_parquet(out, parquet, task=verl_task)} rows to {parquet}")
+    except DataError as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from None
 
 
 @app.command("eval")

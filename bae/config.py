@@ -60,10 +60,11 @@ class DataSection(Strict):
 
     @field_validator("source")
     @classmethod
-    def _source_exists(cls, v: str) -> str:
-        if v != "arithmetic" and not v.startswith("hf:") and not Path(v).is_file():
-            raise ValueError(f"{v!r} is neither 'arithmetic', 'hf:<id>' nor an existing JSON Lines file")
-        return v
+    def _source_form(cls, v: str) -> str:
+        # the file itself is checked by TrainConfig.check_files, so recipes validate before their data exist
+        if v == "arithmetic" or v.startswith("hf:") or Path(v).suffix.lower() in (".jsonl", ".ndjson", ".json", ".parquet"):
+            return v
+        raise ValueError(f"{v!r} is neither 'arithmetic', 'hf:<id>' nor a .jsonl/.json/.parquet file")
 
 
 class EvalSection(Strict):
@@ -138,6 +139,12 @@ class TrainConfig(Strict):
         if unknown:
             raise ValueError(f"not GRPOConfig fields: {unknown}")
         return v
+
+    def check_files(self) -> None:
+        """The data files exist (checked by `bae train` right after loading, before any compute)."""
+        for key, path in (("data.source", self.data.source), ("data.eval_source", self.data.eval_source)):
+            if path and path != "arithmetic" and not path.startswith("hf:") and not Path(path).is_file():
+                raise ConfigError(f"{key}: no such file {path!r} (build it with `bae prepare-data`)")
 
     @model_validator(mode="after")
     def _batch_is_whole_groups(self):

@@ -61,6 +61,27 @@ def resolve_policy(config: TrainConfig) -> str:
     return str(warm_start(WarmStartConfig(seed=config.seed), folder))
 
 
+def batch_layout(config: TrainConfig) -> tuple[int, int]:
+    """(per_device_train_batch_size, gradient_accumulation_steps) such that
+    per_device x accumulation x processes == batch_size completions per optimizer step; either may
+    be fixed in `trl:`, the other is derived. WORLD_SIZE is set by accelerate / torchrun."""
+    for key in ("steps_per_generation", "generation_batch_size"):
+        if key in config.trl:
+            raise ValueError(f"trl.{key}: bae generates once per optimizer step; set batch_size instead")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_device = config.trl.get("per_device_train_batch_size")
+    accumulation = config.trl.get("gradient_accumulation_steps")
+    if per_device is None:
+        accumulation = accumulation or 1
+        per_device = config.batch_size // (world * accumulation)
+    elif accumulation is None:
+        accumulation = config.batch_size // (world * per_device)
+    if per_device < 1 or accumulation < 1 or per_device * accumulation * world != config.batch_size:
+        raise ValueError(f"batch_size {config.batch_size} != per_device_train_batch_size {per_device} x "
+                         f"gradient_accumulation_steps {accumulation} x {world} processes: change trl.* or batch_size")
+    return per_device, accumulation
+
+
 def grpo_args(config: TrainConfig):
     """GRPOConfig: the paper's settings, then this config's, then its `trl` pass-through."""
     import torch
@@ -68,11 +89,12 @@ def grpo_args(config: TrainConfig):
     from bae.engines.trl import paper_grpo_config
 
     on_gpu = torch.cuda.is_available()
+    per_device, accumulation = batch_layout(config)
     settings: dict[str, Any] = dict(
         output_dir=config.output_dir,
         num_generations=config.group_size,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=1,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
         max_steps=config.steps,
         learning_rate=config.learning_rate,
         warmup_steps=config.warmup_steps,

@@ -26,7 +26,7 @@ def test_paper_defaults():
         ({"group_size": 8, "batch_size": 12}, "multiple of group_size"),
         ({"learning_rate": -1}, "learning_rate"),
         ({"trl": {"bf17": True}}, "trl: not GRPOConfig fields: ['bf17']"),
-        ({"data": {"source": "missing.jsonl"}}, "data.source"),
+        ({"data": {"source": "prompts.txt"}}, "data.source"),
         ({"scale": "std"}, "scale"),
     ],
 )
@@ -56,3 +56,33 @@ def test_shipped_configs_are_valid():
     assert configs, "configs/ holds no YAML"
     for path in configs:
         load(path)
+
+
+def test_missing_data_files_are_caught_before_training():
+    config = parse({"data": {"source": "missing.jsonl"}})  # the form is fine: recipes load before their data exist
+    with pytest.raises(ConfigError, match="data.source: no such file"):
+        config.check_files()
+
+
+@pytest.mark.parametrize(
+    "batch, trl, world, layout",
+    [(32, {}, 1, (32, 1)), (2048, {"per_device_train_batch_size": 4}, 8, (4, 64)),
+     (2048, {"gradient_accumulation_steps": 64}, 8, (4, 64)), (64, {}, 2, (32, 1))],
+)
+def test_batch_layout_gives_batch_size_completions_per_step(batch, trl, world, layout, monkeypatch):
+    """per_device x accumulation x processes == batch_size."""
+    from bae.train import batch_layout
+
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    assert batch_layout(parse({"group_size": 8, "batch_size": batch, "trl": trl})) == layout
+
+
+def test_batch_layout_refuses_what_does_not_add_up(monkeypatch):
+    from bae.train import batch_layout
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ValueError, match="batch_size 64"):
+        batch_layout(parse({"group_size": 8, "batch_size": 64}))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(ValueError, match="steps_per_generation"):
+        batch_layout(parse({"group_size": 8, "batch_size": 64, "trl": {"steps_per_generation": 2}}))
