@@ -1,0 +1,378 @@
+"""bae.engines.verl against verl 0.9.1 itself, on CPU. Run from the verl venv: `make test-verl`.
+
+Batches are built the way verl builds them: right-padded responses, the scalar score at the last
+valid token of token_level_rewards, uid strings in a numpy object array with the members of a group
+scattered over the batch (as after _balance_batch), reward_extra_info in each row's extra_fields.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+pytest.importorskip("verl")
+
+from tensordict import TensorDict  # noqa: E402
+from verl import DataProto  # noqa: E402
+from verl.trainer.ppo import core_algos  # noqa: E402
+from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
+
+import bae.engines.verl as bv  # noqa: E402
+from bae import tasks  # noqa: E402
+from bae.advantages import BASELINES, blockwise_advantages  # noqa: E402
+from bae.blocks import token_block_ids  # noqa: E402
+from bae.models.tiny import build_tokenizer  # noqa: E402
+from bae.objective import token_advantages  # noqa: E402
+
+TASK = tasks.get("arithmetic")
+SOLUTIONS = [("4", "0.9"), ("5", "0.8"), ("4", "0.2"), ("4", "1"), ("7", "0.5"), ("4", "0.6")]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def completion(answer: str, confidence: str, extra: str = "") -> str:
+    return (f"<reasoning>add {extra}the numbers</reasoning><answer>{answer}</answer>"
+            f"<analysis>check é{extra}</analysis><confidence>{confidence}</confidence>")
+
+
+TEXTS = [
+    completion(a, c, "x" * (i % 3)) for i, (a, c) in enumerate(SOLUTIONS)
+] + [
+    "<reasoning>no answer tag at all",  # malformed: one partial block, the second empty
+    "<reasoning>r</reasoning><answer>4</answer><analysis>a</analysis><confidence>0.3</confidence>  ",
+]
+
+
+def rows_like_verl(tokenizer, rng, num_groups=3, per_group=4):
+    """Rows of (uid, response ids incl. EOS, gold) with groups scattered over positions."""
+    uids = [str(uuid.UUID(int=int(rng.integers(1 << 62)))) for _ in range(num_groups)]
+    rows = []
+    for g, uid in enumerate(uids):
+        for j in range(per_group):
+            text = TEXTS[(g * per_group + j) % len(TEXTS)]
+            ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+            rows.append((uid, ids, "4"))
+    return [rows[i] for i in rng.permutation(len(rows))]
+
+
+def batch_like_verl(tokenizer, rows, width=None):
+    """token_level_rewards [bs, T] (score at the last valid token), response_mask, uid, block data."""
+    width = width or max(len(ids) for _, ids, _ in rows) + 3
+    n = len(rows)
+    mask = torch.zeros(n, width, dtype=torch.int64)
+    scores = torch.zeros(n, width)
+    infos = []
+    for i, (_, ids, gold) in enumerate(rows):
+        out = bv.score_response(TASK, tokenizer, ids, gold)
+        mask[i, : len(ids)] = 1
+        scores[i, len(ids) - 1] = out["reward_score"]
+        infos.append(out["reward_extra_info"])
+    index = np.array([uid for uid, _, _ in rows], dtype=object)
+    return scores, mask, index, infos
+
+
+def core_reference(infos, index, mask, baseline, scale, aggregation="seq-mean-token-mean", max_length=None):
+    """The core alone: blockwise_advantages -> token ids from the starts -> token_advantages."""
+    k = sum(1 for key in infos[0] if key.startswith("bae_reward_"))
+    r = np.array([[info[f"bae_reward_{j}"] for j in range(k)] for info in infos])
+    o = np.array([[0] + [info[f"bae_outcome_{j}"] for j in range(1, k)] for info in infos])
+    starts = np.array([[info[f"bae_start_{j}"] for j in range(1, k)] for info in infos])
+    pos = np.arange(mask.shape[1])
+    ids = (pos[None, None, :] >= starts[:, :, None]).sum(1)
+    ids = np.where(mask.numpy() > 0, ids, -1)
+    adv = blockwise_advantages(r, index.astype(str), o, baseline=baseline, scale=scale)
+    return token_advantages(adv, torch.as_tensor(ids), aggregation, max_length), r, ids
+
+
+def algo_config(name, norm):
+    return OmegaConf.create({"adv_estimator": name, "norm_adv_by_std_in_grpo": norm, "gamma": 1.0, "lam": 1.0,
+                             "use_kl_in_reward": False})
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+
+def test_every_baseline_is_registered_with_verl():
+    assert set(bv.ESTIMATORS) == {f"bae_{b}" for b in BASELINES}
+    for name, baseline in bv.ESTIMATORS.items():
+        fn = core_algos.get_adv_estimator_fn(name)
+        assert fn.__bae_baseline__ == baseline
+    assert bv.register_estimators() == bv.ESTIMATORS  # idempotent: re-import in a Ray worker is fine
+
+
+def test_trainers_are_registered_and_report_their_base_mode():
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    for mode in bv.TRAINER_MODES:
+        cls = get_trainer_cls(f"bae_{mode}")
+        assert issubclass(cls, bv.BlockwiseAdvantageMixin) and issubclass(cls, get_trainer_cls(mode))
+        trainer = object.__new__(cls)
+        trainer.trainer_mode = f"bae_{mode}"
+        assert trainer.trainer_mode == mode  # verl branches on "sync"
+
+
+# --- the reward side: token boundaries -------------------------------------------------------
+
+
+def test_block_starts_match_the_core_token_block_ids(tokenizer):
+    """Bisection over prefix decodes == bae.blocks.token_block_ids with a full prefix-decode offset map."""
+    for text in TEXTS + ["", "<reasoning>é</reasoning><answer>4</answer><analysis></analysis>"]:
+        ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+        decoded = tokenizer.decode(ids, skip_special_tokens=True)
+        partition = TASK.score(decoded, "4").partition
+        starts_char = [len(tokenizer.decode(ids[:t], skip_special_tokens=True)) for t in range(len(ids) + 1)]
+        offsets = [(starts_char[t], starts_char[t + 1]) for t in range(len(ids))]
+        expected = token_block_ids(partition, offsets)
+        starts = bv.token_block_starts(tokenizer, ids, partition)
+        got = (np.arange(len(ids))[None, :] >= np.array(starts)[:, None]).sum(0)
+        np.testing.assert_array_equal(got, expected, err_msg=text)
+
+
+def test_reward_manager_run_single_like_the_reward_loop(tokenizer):
+    """BAERewardManager.run_single on a one-row DataProto laid out as verl's reward loop builds it."""
+    config = OmegaConf.create({"reward": {}})
+    manager = bv.BAERewardManager(config, tokenizer, None)
+    prompt = tokenizer("What is 2 + 2?")["input_ids"]
+    response = tokenizer(TEXTS[0])["input_ids"] + [tokenizer.eos_token_id]
+    width = len(response) + 4
+    responses = torch.full((1, width), tokenizer.pad_token_id or 0)
+    responses[0, : len(response)] = torch.tensor(response)
+    attention = torch.cat([torch.ones(1, len(prompt)), (torch.arange(width) < len(response)).float()[None]], 1).long()
+    data = DataProto(
+        batch=TensorDict({"prompts": torch.tensor([prompt]), "responses": responses, "attention_mask": attention}, batch_size=1),
+        non_tensor_batch={"data_source": np.array(["arithmetic"], dtype=object),
+                          "reward_model": np.array([{"ground_truth": "4"}], dtype=object),
+                          "extra_info": np.array([{}], dtype=object)},
+    )
+    out = manager.loop.run_until_complete(manager.run_single(data))  # verl runs it on the manager's loop
+    score = TASK.score(TEXTS[0], "4")
+    assert out["reward_score"] == pytest.approx(sum(score.rewards))
+    info = out["reward_extra_info"]
+    assert [info["bae_reward_0"], info["bae_reward_1"]] == list(score.rewards)
+    assert info["bae_outcome_1"] == 1 and 0 < info["bae_start_1"] < len(response)
+    assert all(np.ndim(v) == 0 for v in info.values())  # scalars: verl stacks them with np.array
+    with pytest.raises(ValueError, match="not a bae task"):
+        manager.task("gsm8k")
+
+
+# --- the estimators == the core -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("baseline", sorted(BASELINES))
+@pytest.mark.parametrize("norm", [False, True])
+def test_estimator_called_like_verl_equals_the_core(tokenizer, baseline, norm):
+    rng = np.random.default_rng(0)
+    scores, mask, index, infos = batch_like_verl(tokenizer, rows_like_verl(tokenizer, rng))
+    expected, _, _ = core_reference(infos, index, mask, baseline, "group" if norm else "none")
+    fn = core_algos.get_adv_estimator_fn(f"bae_{baseline}")
+    blocks = bv.BlockBatch.from_rows(infos, index)
+    adv, ret = fn(token_level_rewards=scores, response_mask=mask, config=algo_config(f"bae_{baseline}", norm),
+                  index=index, bae_blocks=blocks)
+    assert torch.equal(adv, expected) and torch.equal(ret, expected)
+    # the gdpo-style route: block data as columns of non_tensor_batch
+    columns = {key: np.array([info[key] for info in infos]) for key in infos[0]} | {"uid": index}
+    adv2, _ = fn(token_level_rewards=scores, response_mask=mask, config=algo_config(f"bae_{baseline}", norm),
+                 index=index, non_tensor_batch=columns)
+    assert torch.equal(adv2, expected)
+
+
+def test_estimator_through_verl_compute_advantage_with_forwarding(tokenizer):
+    """verl's own compute_advantage dispatches through the registry; the forwarded block data reaches it."""
+    rng = np.random.default_rng(1)
+    scores, mask, index, infos = batch_like_verl(tokenizer, rows_like_verl(tokenizer, rng))
+    data = DataProto(batch=TensorDict({"token_level_rewards": scores, "response_mask": mask}, batch_size=len(index)),
+                     non_tensor_batch={"uid": index})
+    token = bv._FORWARDED.set({"bae_blocks": bv.BlockBatch.from_rows(infos, index)})
+    try:
+        out = compute_advantage(data, adv_estimator="bae_ocb", norm_adv_by_std_in_grpo=False, config=algo_config("bae_ocb", False))
+    finally:
+        bv._FORWARDED.reset(token)
+    expected, _, _ = core_reference(infos, index, mask, "ocb", "none")
+    assert torch.equal(out.batch["advantages"], expected)
+
+
+def test_estimator_refuses_without_block_data_or_with_misaligned_rows(tokenizer):
+    rng = np.random.default_rng(2)
+    scores, mask, index, infos = batch_like_verl(tokenizer, rows_like_verl(tokenizer, rng))
+    fn = core_algos.get_adv_estimator_fn("bae_ocb")
+    with pytest.raises(RuntimeError, match="trainer_mode=bae_sync"):
+        fn(token_level_rewards=scores, response_mask=mask, config=None, index=index)
+    shuffled = bv.BlockBatch.from_rows(infos, index[::-1].copy())
+    with pytest.raises(ValueError, match="disagree on the uid"):
+        fn(token_level_rewards=scores, response_mask=mask, config=None, index=index, bae_blocks=shuffled)
+
+
+# --- one block + group mean == verl's GRPO ---------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_one_block_group_mean_equals_verl_grpo(norm):
+    rng = np.random.default_rng(3)
+    n, width = 24, 11
+    uids = np.array([f"prompt-{g}" for g in rng.permutation(np.repeat(np.arange(6), 4))], dtype=object)
+    lengths = rng.integers(1, width + 1, n)
+    mask = (torch.arange(width)[None] < torch.as_tensor(lengths)[:, None]).long()
+    rewards = rng.choice([0.0, 1.0, 0.5, -0.25], size=n)
+    scores = torch.zeros(n, width)
+    scores[torch.arange(n), torch.as_tensor(lengths) - 1] = torch.as_tensor(rewards, dtype=torch.float32)
+    blocks = bv.BlockBatch(rewards[:, None], np.zeros((n, 1), np.int64), np.zeros((n, 1), np.int64), uids)
+    ours, _ = core_algos.get_adv_estimator_fn("bae_group_mean")(
+        token_level_rewards=scores, response_mask=mask, config=algo_config("bae_group_mean", norm), index=uids, bae_blocks=blocks)
+    grpo, _ = core_algos.compute_grpo_outcome_advantage(scores, mask, uids, norm_adv_by_std_in_grpo=norm)
+    grpo_vec, _ = core_algos.get_adv_estimator_fn("grpo_vectorized")(
+        token_level_rewards=scores, response_mask=mask, index=uids, norm_adv_by_std_in_grpo=norm)
+    # verl computes in float32, the core in float64 then rounds once: equal to float32 rounding
+    torch.testing.assert_close(ours, grpo, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ours, grpo_vec, rtol=1e-6, atol=1e-7)
+    assert torch.equal(ours == 0, grpo.abs() < 1e-6)  # same zero pattern (padding, tied groups)
+
+
+def test_group_of_one_differs_from_verl_by_design():
+    """verl: a singleton group has mean 0 and std 1 (advantage s / (1 + eps)); the core: advantage 0."""
+    uids = np.array(["a", "b", "b"], dtype=object)
+    scores = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    mask = torch.ones(3, 2, dtype=torch.int64)
+    blocks = bv.BlockBatch(np.array([[1.0], [1.0], [0.0]]), np.zeros((3, 1), np.int64), np.zeros((3, 1), np.int64), uids)
+    ours, _ = core_algos.get_adv_estimator_fn("bae_group_mean")(
+        token_level_rewards=scores, response_mask=mask, config=algo_config("bae_group_mean", True), index=uids, bae_blocks=blocks)
+    grpo, _ = core_algos.compute_grpo_outcome_advantage(scores, mask, uids, norm_adv_by_std_in_grpo=True)
+    assert torch.all(ours[0] == 0) and torch.allclose(grpo[0], torch.full((2,), 1 / (1 + 1e-6)))
+    torch.testing.assert_close(ours[1:], grpo[1:], rtol=1e-6, atol=1e-7)
+
+
+# --- verl's loss with our token advantages == the paper's per-block token mean -------------------
+
+
+def paper_loss(logp, old, block_adv, ids, clip=0.2):
+    """L_BAE = (1/N) sum_i sum_k (1/|T_ik|) sum_{t in T_ik} -min(rho A_ik, clip(rho) A_ik)."""
+    ratio = torch.exp(logp - old).double()
+    total = 0.0
+    for i in range(ids.shape[0]):
+        for k in range(block_adv.shape[1]):
+            sel = ids[i] == k
+            if sel.any():
+                a = float(block_adv[i, k])
+                r = ratio[i, sel]
+                total += (-torch.minimum(r * a, r.clamp(1 - clip, 1 + clip) * a)).mean()
+    return total / ids.shape[0]
+
+
+@pytest.mark.parametrize("mode", ["seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm", "token-mean"])
+def test_verl_vanilla_loss_reproduces_the_paper_loss(tokenizer, mode):
+    rng = np.random.default_rng(4)
+    scores, mask, index, infos = batch_like_verl(tokenizer, rows_like_verl(tokenizer, rng))
+    max_length = mask.shape[1] + 5 if mode == "seq-mean-token-sum-norm" else None
+    tokens, r, ids = core_reference(infos, index, mask, "ocb", "none", mode, max_length)
+    k = r.shape[1]
+    o = np.array([[0] + [info[f"bae_outcome_{j}"] for j in range(1, k)] for info in infos])
+    block_adv = blockwise_advantages(r, index.astype(str), o, baseline="ocb")
+    g = torch.Generator().manual_seed(0)
+    old = -torch.rand(mask.shape, generator=g) * 2
+    logp = old + (torch.rand(mask.shape, generator=g) - 0.5) * 0.8  # ratios in [0.67, 1.49]: some clipped
+    actor = OmegaConf.create({"clip_ratio": 0.2, "clip_ratio_low": None, "clip_ratio_high": None, "clip_ratio_c": 3.0,
+                              "global_batch_info": {"loss_scale_factor": max_length} if max_length else {}})
+    loss, _ = core_algos.get_policy_loss_fn("vanilla")(old_log_prob=old, log_prob=logp, advantages=tokens,
+                                                       response_mask=mask.bool(), loss_agg_mode=mode, config=actor)
+    expected = paper_loss(logp, old, block_adv, torch.as_tensor(ids))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5, abs=1e-7)
+
+
+def test_loss_layout_refuses_what_cannot_be_exact():
+    ok = OmegaConf.create({"loss_agg_mode": "seq-mean-token-mean", "policy_loss": {"loss_mode": "vanilla"}})
+    assert bv.loss_layout(ok) == ("seq-mean-token-mean", None)
+    sapo = OmegaConf.create({"loss_agg_mode": "token-mean", "policy_loss": {"loss_mode": "sapo"}})
+    assert bv.loss_layout(sapo)[0] == "seq-mean-token-mean"  # sapo aggregates that way whatever the config
+    for bad, match in [({"loss_agg_mode": "seq-mean-token-mean", "policy_loss": {"loss_mode": "geo_mean"}}, "geo_mean"),
+                       ({"loss_agg_mode": "token-sum"}, "not supported"),
+                       ({"loss_agg_mode": "seq-mean-token-sum-norm"}, "loss_scale_factor")]:
+        with pytest.raises(ValueError, match=match):
+            bv.loss_layout(OmegaConf.create(bad))
+    with pytest.warns(UserWarning, match="mini-batch"):
+        bv.loss_layout(OmegaConf.create({"loss_agg_mode": "token-mean"}))
+
+
+# --- the v1 trainer extension, end to end through verl's _compute_advantage ------------------------
+
+
+class BatchMeta:
+    """What the trainer passes around instead of data: the rows' TransferQueue keys (KVBatchMeta's role)."""
+
+    def __init__(self, keys, partition_id):
+        self.keys, self.partition_id = list(keys), partition_id
+
+    def __len__(self):
+        return len(self.keys)
+
+
+class FakeTransferQueue:
+    """In-memory stand-in for transfer_queue's kv_batch_get / kv_batch_put (rows in, TensorDict out)."""
+
+    def __init__(self, rows: dict[str, dict]):
+        self.rows = rows
+
+    def kv_batch_get(self, keys, partition_id, select_fields):
+        from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+        present = [f for f in select_fields if f in self.rows[keys[0]]]
+        return list_of_dict_to_tensordict([{f: self.rows[key][f] for f in present} for key in keys])
+
+    def kv_batch_put(self, keys, partition_id, fields):
+        for i, key in enumerate(keys):
+            for name in fields.keys():
+                self.rows[key][name] = fields[name][i]
+        return BatchMeta(keys, partition_id)
+
+
+def trainer_rows(tokenizer, rng):
+    rows = {}
+    for j, (uid, ids, gold) in enumerate(rows_like_verl(tokenizer, rng)):
+        out = bv.score_response(TASK, tokenizer, ids, gold)
+        rm = torch.zeros(len(ids))
+        rm[-1] = out["reward_score"]
+        rows[f"{uid}_{j}_0"] = {"uid": uid, "response_mask": torch.ones(len(ids), dtype=torch.int64), "rm_scores": rm,
+                                "extra_fields": {"reward_extra_info": out["reward_extra_info"]}}
+    return rows
+
+
+@pytest.mark.parametrize("mode", ["seq-mean-token-mean", "seq-mean-token-sum"])
+def test_v1_trainer_forwards_block_data_and_is_order_free(tokenizer, monkeypatch, mode):
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    rng = np.random.default_rng(5)
+    rows = trainer_rows(tokenizer, rng)
+    fake = FakeTransferQueue(rows)
+    import transfer_queue
+
+    monkeypatch.setattr(transfer_queue, "kv_batch_get", fake.kv_batch_get)
+    monkeypatch.setattr(transfer_queue, "kv_batch_put", fake.kv_batch_put)
+    trainer = object.__new__(get_trainer_cls("bae_sync"))
+    trainer.config = OmegaConf.create({
+        "algorithm": {"adv_estimator": "bae_ocb", "norm_adv_by_std_in_grpo": False, "gamma": 1.0, "lam": 1.0,
+                      "use_kl_in_reward": False},
+        "actor_rollout_ref": {"rollout": {"n": 4}, "actor": {"loss_agg_mode": mode, "policy_loss": {"loss_mode": "vanilla"}}},
+    })
+    keys = list(rows)
+    results = {}
+    for order in (keys, [keys[i] for i in rng.permutation(len(keys))]):  # a reordered batch (_balance_batch)
+        batch = BatchMeta(order, "train")
+        trainer._compute_advantage(batch, metrics={})
+        results[tuple(order)] = {key: rows[key]["advantages"].clone() for key in order}
+    first, second = results.values()
+    assert all(torch.equal(first[key], second[key]) for key in keys)
+
+    infos = [rows[key]["extra_fields"]["reward_extra_info"] for key in keys]
+    index = np.array([rows[key]["uid"] for key in keys], dtype=object)
+    width = max(len(rows[key]["response_mask"]) for key in keys)
+    mask = torch.stack([torch.nn.functional.pad(rows[key]["response_mask"], (0, width - len(rows[key]["response_mask"]))) for key in keys])
+    expected, _, _ = core_reference(infos, index, mask, "ocb", "none", mode)
+    for i, key in enumerate(keys):
+        n = len(rows[key]["response_mask"])
+        assert torch.equal(first[key], expected[i, :n])
+    assert bv._FORWARDED.get() is None  # nothing leaks past the call
