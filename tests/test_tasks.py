@@ -155,3 +155,10 @@ def test_arithmetic_generator():
         assert int(r["answer"]) == value
     with pytest.raises(ValueError, match="level"):
         generate(3, levels=(9,))
+
+
+def test_system_prompt_option():
+    """An empty system prompt gives the user turn alone (the tiny model's warm start uses none)."""
+    task = tasks.get("arithmetic", system_prompt="")
+    assert task.format_prompt("What is 1 + 1?") == [{"role": "user", "content": "What is 1 + 1?"}]
+    assert tasks.get("arithmetic_two_attempt", system_prompt="X").format_prompt("q")[0] == {"role": "system", "content": "X"}

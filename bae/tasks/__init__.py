@@ -335,14 +335,23 @@ def _two_attempt(verifier: str = "math", malformed: str = "partial", name: str =
     )
 
 
+def _arithmetic(confidence_reward: str = "brier", malformed: str = "partial",
+                system_prompt: str = ARITHMETIC_PROMPT) -> TaskConfig:
+    return _self_confidence(confidence_reward, "exact", malformed, "arithmetic", system_prompt)
+
+
+def _arithmetic_two_attempt(malformed: str = "partial", system_prompt: str = ARITHMETIC_TWO_ATTEMPT_PROMPT) -> TaskConfig:
+    return _two_attempt("exact", malformed, "arithmetic_two_attempt", system_prompt)
+
+
 BUILTIN: dict[str, Callable[..., TaskConfig]] = {
     "self_confidence": _self_confidence,
     "two_attempt": _two_attempt,
-    "arithmetic": lambda confidence_reward="brier", malformed="partial": _self_confidence(
-        confidence_reward, "exact", malformed, "arithmetic", ARITHMETIC_PROMPT
-    ),
-    "arithmetic_two_attempt": lambda malformed="partial": _two_attempt("exact", malformed, "arithmetic_two_attempt", ARITHMETIC_TWO_ATTEMPT_PROMPT),
+    "arithmetic": _arithmetic,
+    "arithmetic_two_attempt": _arithmetic_two_attempt,
 }
+"""Builders of the built-in tasks; their keyword options (confidence_reward, malformed,
+system_prompt: "" for none, ...) are what `get(name, **options)` accepts."""
 
 
 def get(name: str, **options) -> Task:
