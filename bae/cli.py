@@ -1,4 +1,4 @@
-"""The `bae` command: bae train | eval | demo | version."""
+"""The `bae` command: bae demo | train | eval | prepare-data | baselines | version."""
 
 from __future__ import annotations
 
@@ -48,10 +48,29 @@ def synthetic_batch(prompts: int, group: int, seed: int) -> tuple[list[str], lis
 
 @app.command()
 def demo(
+    steps: int = typer.Option(40, min=1, help="RL steps per method"),
+    seed: int = typer.Option(0, help="random seed of the warm start, the RL runs and the evaluation"),
+    out_dir: str = typer.Option("runs/demo", help="report folder"),
+    methods: str = typer.Option("bae+ocb,bae+group_mean,rlcr,rlvr", help="comma-separated methods to compare"),
+) -> None:
+    """The embedded default, on CPU and offline: warm-start the tiny policy, train it with each
+    method for the same number of steps, evaluate each on the same held-out problems, and write a
+    report (report.md, metrics.json, training curves, reliability diagrams)."""
+    from bae.demo import run_demo
+
+    try:
+        run_demo(out_dir, steps=steps, seed=seed, methods=tuple(m.strip() for m in methods.split(",") if m.strip()))
+    except ValueError as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def baselines(
     prompts: int = typer.Option(16, min=1, help="prompts in the synthetic batch"),
     group: int = typer.Option(8, min=1, help="completions per prompt (G)"),
     seed: int = typer.Option(0, help="random seed"),
-    out_dir: str = typer.Option("runs/demo", help="report folder of the batch's evaluation"),
+    out_dir: str = typer.Option("runs/baselines", help="report folder of the batch's evaluation"),
 ) -> None:
     """Score a synthetic batch of the arithmetic task, print the per-block advantages of every
     baseline split by the solution outcome (the stratum OCB conditions on), and evaluate the batch
@@ -176,6 +195,47 @@ def eval_command(
         figure = metrics.get("metrics", {}).get(name)
         if isinstance(figure, dict) and "value" in figure:
             table.add_row(name, f"{figure['value']:.4f}", f"{figure.get('se', 0.0):.4f}")
+    console.print(table)
+    console.print(f"report: {out_dir}/report.md")
+
+
+@app.command()
+def fidelity(
+    model: str = typer.Option("tiny", help='"tiny" (warm-started once into OUT_DIR/warm_start), a model folder, or a hub id'),
+    task: str = typer.Option("arithmetic", help="two-block task whose second block is compared"),
+    data: Optional[str] = typer.Option(None, help="eval set (JSON Lines with problem and answer); default: synthetic arithmetic"),
+    prompts: int = typer.Option(48, help="P prompts (paper: 100)"),
+    group: int = typer.Option(8, help="G of the main table"),
+    continuations: int = typer.Option(16, help="M continuations of block 2 per prefix (paper: 32)"),
+    sweep: str = typer.Option("4,8,16,32", help="comma-separated group sizes, all from one pool of the largest"),
+    temperature: float = typer.Option(1.0, help="sampling temperature (paper: 1.0)"),
+    max_new_tokens: int = typer.Option(64, help="token budget of a completion"),
+    seed: int = typer.Option(0, help="seed of problems, sampling and bootstrap"),
+    bootstrap: int = typer.Option(1000, help="bootstrap resamples over prompts (RMSE standard errors)"),
+    batch_size: int = typer.Option(512, help="sequences per generate call"),
+    out_dir: str = typer.Option("runs/fidelity", help="report folder"),
+) -> None:
+    """Fidelity of every advantage estimator against Monte-Carlo reference advantages (paper Sec. 5.1):
+    RMSE and bias per stratum (correct / incorrect prefix) and over group sizes; report in OUT_DIR."""
+    from bae.fidelity import STRATA, FidelityConfig, run_fidelity
+
+    try:
+        sizes = tuple(int(g) for g in sweep.split(",") if g.strip())
+        config = FidelityConfig(model=model, task=task, data=data, prompts=prompts, group=group,
+                                continuations=continuations, sweep=sizes, temperature=temperature,
+                                max_new_tokens=max_new_tokens, seed=seed, bootstrap=bootstrap,
+                                batch_size=batch_size, out_dir=out_dir)
+        result = run_fidelity(config)
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"bae fidelity: block-2 RMSE against the MC advantage, G = {group}")
+    table.add_column("estimator")
+    for stratum in STRATA:
+        table.add_column(f"{stratum} RMSE", justify="right")
+        table.add_column(f"{stratum} bias", justify="right")
+    for name, per in result["groups"][str(group)]["estimators"].items():
+        table.add_row(name, *(f"{per[s][k]:.4f} ± {per[s][k + '_se']:.4f}" for s in STRATA for k in ("rmse", "bias")))
     console.print(table)
     console.print(f"report: {out_dir}/report.md")
 

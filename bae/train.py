@@ -33,10 +33,10 @@ def load_prompts(config: TrainConfig) -> tuple[list[dict], list[dict]]:
 
     data = config.data
     if data.source == "arithmetic":
+        # held out = drawn with another seed; not filtered against the training draws, since level 1
+        # has only 100 distinct problems (filtering would leave only the harder levels)
         train = generate(data.limit or data.size, seed=config.seed, levels=data.levels)
-        held_out = generate(data.eval_size, seed=config.seed + 10_000, levels=data.levels)
-        seen = {r["problem"] for r in train}
-        return train, [r for r in held_out if r["problem"] not in seen] or held_out
+        return train, generate(data.eval_size, seed=config.seed + 10_000, levels=data.levels)
     if data.source.startswith("hf:"):
         from datasets import load_dataset  # a download the user asked for by naming the dataset
 
@@ -49,16 +49,19 @@ def load_prompts(config: TrainConfig) -> tuple[list[dict], list[dict]]:
     return train, held_out
 
 
-def resolve_policy(config: TrainConfig) -> str:
-    """The model folder to train: "tiny" is warm-started once into output_dir/warm_start."""
+def resolve_policy(config: TrainConfig, task) -> str:
+    """The model folder to train: "tiny" is warm-started once into output_dir/warm_start, on the
+    run's own prompt format (system prompt) and difficulty levels."""
     if config.model != "tiny":
         return config.model
     from bae.warmstart import WarmStartConfig, warm_start
 
+    if task.name != "arithmetic":
+        raise ValueError(f"model 'tiny' is warm-started on the arithmetic task only, not {task.name!r}")
     folder = Path(config.output_dir) / "warm_start"
     if (folder / "config.json").is_file():
         return str(folder)
-    return str(warm_start(WarmStartConfig(seed=config.seed), folder))
+    return str(warm_start(WarmStartConfig(system_prompt=task.system_prompt, levels=config.data.levels, seed=config.seed), folder))
 
 
 def batch_layout(config: TrainConfig) -> tuple[int, int]:
@@ -205,9 +208,10 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(config.model_dump_json(indent=2))
 
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars on every load and save
     task = tasks.get(config.task.name, **config.task.options)
     train_rows, held_out = load_prompts(config)
-    policy = resolve_policy(config)
+    policy = resolve_policy(config, task)
     tokenizer = AutoTokenizer.from_pretrained(policy)
     model = AutoModelForCausalLM.from_pretrained(policy)
     dataset = Dataset.from_list([{"prompt": task.format_prompt(r["problem"]), "answer": r["answer"]} for r in train_rows])
@@ -218,7 +222,6 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     )
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress bar shows them
-    hf_logging.disable_progress_bar()  # per-save "Writing model shards" bars
     trainer.train(resume_from_checkpoint=checkpoint)
     _save_atomically(trainer, out / "final")
     return evaluate_policy(config, task, held_out, trainer.model, tokenizer, "final")

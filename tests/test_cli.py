@@ -41,10 +41,10 @@ def test_eval_refuses_a_config_without_input(tmp_path):
     assert result.exit_code == 2 and "model" in result.output
 
 
-def test_demo_prints_every_baseline_and_writes_a_report(tmp_path):
+def test_baselines_prints_every_baseline_and_writes_a_report(tmp_path):
     from bae.advantages import BASELINES
 
-    result = runner.invoke(app, ["demo", "--prompts", "4", "--group", "4", "--out-dir", str(tmp_path)])
+    result = runner.invoke(app, ["baselines", "--prompts", "4", "--group", "4", "--out-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     for name in BASELINES:
         assert name in result.output

@@ -1,0 +1,314 @@
+"""Supervised warm start of the embedded default: teach the tiny policy the block format.
+
+    from bae.warmstart import WarmStartConfig, warm_start, measure
+    path = warm_start(WarmStartConfig(), "runs/demo/warm")     # a folder AutoModelForCausalLM loads
+    measure(path)                                               # format rate, accuracy, AUROC, ...
+
+What: a short run of TRL's SFTTrainer on synthetic demonstrations of the "arithmetic" task, in the
+exact self-confidence format and kept short (every character is a token of the tiny tokenizer):
+
+    <reasoning>23+7*4=51</reasoning><answer>51</answer><analysis>level 4</analysis><confidence>0.6</confidence>
+
+Why the demonstrations look like this (the warm-started policy must be imperfect in both blocks, so
+that the RL runs have something to improve in each):
+- Solution block. The reasoning restates the expression and its result, the answer copies the
+  result. A fraction ``wrong_rates[level - 1]`` of the demonstrations of each level states a wrong
+  result (an off-by-a-little or off-by-ten slip), exactly that fraction (rounded) per level, so the
+  policy imitates errors whose rate rises with difficulty; on top of that the short run leaves the
+  model under-trained, and it errs more on the harder levels on its own.
+- Confidence block. The analysis names the level (information the prompt already carries) and the
+  confidence is drawn uniformly from ``confidences``, independently of the level and of whether the
+  demonstrated answer is right (a random stream of its own: the confidences of a seed are the same
+  whatever the wrong rates). So the warm-started confidence is not informative (AUROC near 0.5) and
+  calibration must be learned by RL.
+
+The prompts are ``task_of(config).format_prompt(problem)`` rendered by the tokenizer's chat
+template. By default ``system_prompt=""``: no system prompt, because the task's ARITHMETIC_PROMPT
+(~100 character tokens) doubles the cost of every step and, in our measurements, halves what the
+tiny model learns in the same number of steps. RL and evaluation must use the same prompts:
+build their task with ``task_of(config)`` (the config is saved beside the weights, RECORD).
+The loss is on the completion only (TRL's prompt-completion conversational format).
+
+Defaults (tuned on 2 CPU cores): 16000 demonstrations, one epoch (1000 steps of 16), levels (1, 2),
+wrong rates 0.2 / 0.3 on levels 1 / 2: about a minute, and at T = 1 the policy is well-formed on
+~99% of samples, right on ~39% (level 1 ~66%, level 2 ~8%), with confidence AUROC ~0.5.
+
+Reproducibility: the problems, wrong answers and confidences are drawn from ``seed`` with Python's
+``random``; the model initialisation and TRL's shuffling use ``seed`` too, so on one machine and
+library version two runs give the same weights. The result is saved atomically (written into a
+temporary folder beside ``out_dir``, then renamed into place).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bae import tasks
+from bae.tasks import arithmetic
+
+RECORD = "warmstart.json"  # beside the weights: the config (system prompt included) and TRL's train metrics
+CONFIDENCES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """What the warm start trains on and how."""
+
+    task: str = "arithmetic"
+    """Task name for bae.tasks.get: its system prompt and format are the demonstrations'."""
+    system_prompt: str | None = ""
+    """Replaces the task's system prompt when given ("" for none); RL and evaluation must then use
+    the same task (``task_of(config)``)."""
+    examples: int = 16000
+    """Number of demonstrations (one per generated problem)."""
+    levels: tuple[int, ...] = (1, 2)
+    """Difficulty levels of the problems, drawn uniformly (bae.tasks.arithmetic)."""
+    wrong_rates: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
+    """Fraction of demonstrations with a wrong stated answer, for levels 1, 2, 3, 4."""
+    confidences: tuple[float, ...] = CONFIDENCES
+    """Demonstrated confidences, drawn uniformly and independently of correctness."""
+    epochs: float = 1.0
+    """Passes over the demonstrations (ignored when max_steps > 0)."""
+    max_steps: int = -1
+    """Optimizer steps; -1 runs ``epochs`` passes."""
+    learning_rate: float = 3e-3
+    batch_size: int = 16
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    seed: int = 0
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 256
+
+    def __post_init__(self):
+        if self.examples < 1:
+            raise ValueError(f"examples must be >= 1, got {self.examples}")
+        if len(self.wrong_rates) != len(arithmetic.LEVELS):
+            raise ValueError(f"wrong_rates: need one rate per level {arithmetic.LEVELS}, got {self.wrong_rates}")
+        if any(not 0.0 <= r <= 1.0 for r in self.wrong_rates):
+            raise ValueError(f"wrong_rates must lie in [0, 1], got {self.wrong_rates}")
+        if not self.confidences or any(not 0.0 <= q <= 1.0 for q in self.confidences):
+            raise ValueError(f"confidences must be a non-empty tuple of values in [0, 1], got {self.confidences}")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ValueError("give epochs > 0 or max_steps > 0")
+
+
+def _expression(problem: str) -> str:
+    """'What is 23 + 7 * 4?' -> '23+7*4'."""
+    text = problem.strip()
+    if text.startswith("What is "):
+        text = text[len("What is "):]
+    return text.rstrip("?").replace(" ", "")
+
+
+def wrong_answer(value: int, rng: random.Random) -> int:
+    """A plausible slip: the true value off by 1, 2 or 10, never negative, never the true value."""
+    choices = [value + d for d in (-10, -2, -1, 1, 2, 10) if value + d >= 0]
+    return rng.choice(choices)
+
+
+def format_confidence(q: float) -> str:
+    return f"{q:g}"
+
+
+def demonstration(problem: str, stated: str, level: int, confidence: float) -> str:
+    """The completion text of one demonstration, in the task's block format."""
+    return (
+        f"<reasoning>{_expression(problem)}={stated}</reasoning><answer>{stated}</answer>"
+        f"<analysis>level {level}</analysis><confidence>{format_confidence(confidence)}</confidence>"
+    )
+
+
+def task_of(config: WarmStartConfig) -> tasks.Task:
+    """The task the demonstrations follow: ``config.task``, with ``config.system_prompt`` if given."""
+    task = tasks.get(config.task)
+    if config.system_prompt is None:
+        return task
+    return tasks.from_config(task.config.model_copy(update={"system_prompt": config.system_prompt}))
+
+
+def make_demonstrations(config: WarmStartConfig) -> list[dict]:
+    """The demonstrations of ``config``: rows of the arithmetic generator plus
+    ``prompt`` (chat messages), ``completion`` (text), ``stated`` (the demonstrated answer),
+    ``wrong`` (stated != gold) and ``confidence``.
+
+    Three independent random streams derived from ``seed``: the problems, which demonstrations are
+    wrong (exactly round(rate * count) of each level's, and the slips), and the confidences."""
+    task = task_of(config)
+    rows = arithmetic.generate(config.examples, seed=config.seed, levels=config.levels)
+    wrong_rng = random.Random(f"warmstart-wrong-{config.seed}")
+    confidence_rng = random.Random(f"warmstart-confidence-{config.seed}")
+    wrong: set[int] = set()
+    for level in sorted(set(config.levels)):
+        indices = [i for i, r in enumerate(rows) if r["level"] == level]
+        k = round(config.wrong_rates[level - 1] * len(indices))
+        wrong.update(wrong_rng.sample(indices, k))
+    out = []
+    for i, row in enumerate(rows):
+        stated = str(wrong_answer(int(row["answer"]), wrong_rng)) if i in wrong else row["answer"]
+        q = confidence_rng.choice(config.confidences)
+        out.append({
+            **row,
+            "prompt": task.format_prompt(row["problem"]),
+            "completion": demonstration(row["problem"], stated, row["level"], q),
+            "stated": stated,
+            "wrong": i in wrong,
+            "confidence": q,
+        })
+    return out
+
+
+def _atomic_save(model, tokenizer, path: Path, record: dict) -> Path:
+    path = path.resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp)
+        (tmp / RECORD).write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def warm_start(config: WarmStartConfig, out_dir: str | os.PathLike, *, log: bool = False) -> Path:
+    """Build the tiny tokenizer and model, fine-tune on the demonstrations with TRL's SFTTrainer,
+    and save both to ``out_dir`` (atomically; an existing folder is replaced). Returns the folder."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from bae.models.tiny import build_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = build_model(
+        tokenizer, hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
+        num_kv_heads=config.num_kv_heads, intermediate_size=config.intermediate_size, seed=config.seed,
+    )
+    if not log:
+        import datasets
+
+        datasets.disable_progress_bars()  # "Tokenizing train dataset" and friends
+    demos = make_demonstrations(config)
+    data = Dataset.from_list([
+        {"prompt": d["prompt"], "completion": [{"role": "assistant", "content": d["completion"]}]} for d in demos
+    ])
+    out_dir = Path(out_dir)
+    scratch = Path(tempfile.mkdtemp(prefix=".warmstart-trainer-"))
+    try:
+        args = SFTConfig(
+            output_dir=str(scratch),
+            use_cpu=True,
+            bf16=False,
+            gradient_checkpointing=False,  # TRL defaults to gradient checkpointing: pure cost here
+            fp16=False,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=25,
+            disable_tqdm=not log,
+            num_train_epochs=config.epochs,
+            max_steps=config.max_steps,
+            per_device_train_batch_size=config.batch_size,
+            gradient_accumulation_steps=1,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=config.warmup_ratio,
+            weight_decay=config.weight_decay,
+            seed=config.seed,
+            data_seed=config.seed,
+            max_length=512,
+            completion_only_loss=True,
+            dataloader_num_workers=0,
+            dataset_num_proc=None,
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        if not log:
+            from transformers import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)  # it prints every log dict
+        result = trainer.train()
+        model = trainer.model.eval()
+        record = {"config": asdict(config), "train": {k: v for k, v in result.metrics.items()}}
+        return _atomic_save(model, tokenizer, out_dir, record)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def measure(path: str | os.PathLike, config: WarmStartConfig = WarmStartConfig(), *, prompts: int = 100,
+            n: int = 4, temperature: float = 1.0, max_new_tokens: int = 64, seed: int = 12345,
+            levels: tuple[int, ...] | None = None, batch_size: int = 64) -> dict:
+    """Sample ``n`` completions at ``temperature`` for ``prompts`` held-out problems (generated with
+    ``seed``, levels of ``config`` unless given), prompted as ``task_of(config)``, and return the
+    figures of a warm start: format rate (well-formed), accuracy overall and per level, mean
+    confidence and AUROC of confidence (a missing confidence counts as 0.0, as in bae eval)."""
+    from bae.evaluation.metrics import auroc
+    from bae.evaluation.sampling import load_transformers, sample_rows
+
+    t = task_of(config)
+    levels = config.levels if levels is None else levels
+    rows = arithmetic.generate(prompts, seed=seed, levels=levels)
+    level_of = {r["id"]: r["level"] for r in rows}
+    policy, tokenizer = load_transformers(str(path))
+    start = time.perf_counter()
+    samples = sample_rows((policy, tokenizer), t, rows, n=n, temperature=temperature,
+                          max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, progress=False)
+    seconds = time.perf_counter() - start
+    scores = [(level_of[s["prompt_id"]], t.score(s["completion"], s["gold"])) for s in samples]
+    correct = [float(sc.correct) for _, sc in scores]
+    conf = [0.0 if sc.confidence is None else sc.confidence for _, sc in scores]
+    per_level = {}
+    for level in sorted(set(levels)):
+        c = [float(sc.correct) for lv, sc in scores if lv == level]
+        per_level[level] = sum(c) / len(c) if c else math.nan
+    parsed = [sc.confidence for _, sc in scores if sc.confidence is not None]
+    by_prompt: dict[str, list[bool]] = {}
+    for s, (_, sc) in zip(samples, scores):
+        by_prompt.setdefault(s["prompt_id"], []).append(bool(sc.correct))
+    mixed = sum(0 < sum(c) < len(c) for c in by_prompt.values()) / len(by_prompt)
+    return {
+        "samples": len(scores),
+        "format_rate": sum(not sc.malformed for _, sc in scores) / len(scores),
+        "accuracy": sum(correct) / len(correct),
+        "accuracy_per_level": per_level,
+        "mean_confidence": sum(parsed) / len(parsed) if parsed else math.nan,
+        "auroc": auroc(conf, correct),
+        "mixed_prompts": mixed,  # prompts whose n samples hold both correct and wrong ones
+        "sampling_seconds": seconds,
+        "examples": [s["completion"] for s in samples[:4]],
+    }
+
+
+if __name__ == "__main__":  # python -m bae.warmstart OUT_DIR [key=value ...]: warm start, then measure
+    import ast
+    import sys
+
+    overrides = {}
+    for arg in sys.argv[2:]:
+        key, value = arg.split("=", 1)
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    cfg = WarmStartConfig(**overrides)
+    start = time.perf_counter()
+    folder = warm_start(cfg, sys.argv[1], log=True)
+    train_seconds = time.perf_counter() - start
+    figures = measure(folder, cfg)
+    print(json.dumps({"config": asdict(cfg), "warm_start_seconds": train_seconds, **figures}, indent=1, default=str))
