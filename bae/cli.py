@@ -12,6 +12,7 @@ from rich.table import Table
 
 import bae
 from bae.advantages import BASELINES, blockwise_advantages
+from bae.demo import DEMO
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -48,7 +49,7 @@ def synthetic_batch(prompts: int, group: int, seed: int) -> tuple[list[str], lis
 
 @app.command()
 def demo(
-    steps: int = typer.Option(40, min=1, help="RL steps per method"),
+    steps: int = typer.Option(DEMO["steps"], min=1, help="RL steps per method"),
     seed: int = typer.Option(0, help="random seed of the warm start, the RL runs and the evaluation"),
     out_dir: str = typer.Option("runs/demo", help="report folder"),
     methods: str = typer.Option("bae+ocb,bae+group_mean,rlcr,rlvr", help="comma-separated methods to compare"),
