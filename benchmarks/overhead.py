@@ -2,8 +2,10 @@
 
     python benchmarks/overhead.py [--steps 20] [--rounds 3] [--threads 1]
 
-Both runs start from the same warm-started tiny policy with the same seed, prompts and GRPOConfig;
-plain GRPO scores each completion with the same task (its scalar reward is the sum of the block
+Both runs start from the same warm-started tiny policy with the same seed, prompts and GRPOConfig,
+with learning rate 0: the policy stays fixed, so both trainers sample exactly the same completions
+and do the same generation, forward and backward work (otherwise their policies drift apart and
+the step time mostly measures how long each one's completions happen to be). Plain GRPO scores each completion with the same task (its scalar reward is the sum of the block
 rewards, the RLCR reward), so the difference is what BAE adds: per-token offsets, block ids, block
 advantages and per-token weights. The two trainers alternate for `rounds` rounds; the figure is the
 median of TRL's logged `step_time` over all steps after the first of each run, and the ratio is
@@ -63,7 +65,7 @@ def main() -> None:
     def run(kind: str) -> list[float]:
         config = paper_grpo_config(output_dir=os.path.join(work, kind), use_cpu=True, bf16=False, gradient_checkpointing=False,
                                    per_device_train_batch_size=args.batch, num_generations=8, max_completion_length=48,
-                                   max_steps=args.steps, learning_rate=1e-4, warmup_steps=0, logging_steps=1,
+                                   max_steps=args.steps, learning_rate=0.0, warmup_steps=0, logging_steps=1,
                                    report_to="none", save_strategy="no", disable_tqdm=True, seed=0)
         model = AutoModelForCausalLM.from_pretrained(policy)
         tokenizer = AutoTokenizer.from_pretrained(policy)

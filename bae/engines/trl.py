@@ -138,8 +138,9 @@ def decode_with_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[t
     (start, end) character span of every token in it.
 
     Spans come from decoding the ids themselves, never from re-encoding the text: a sampled
-    sequence need not be the canonical encoding (a model may spell a tag letter by letter). Fast
-    path: incremental decoding over a short sliding window (as vLLM detokenises), ~2 small decodes
+    sequence need not be the canonical encoding (a model may spell a tag letter by letter). Fastest
+    path: each token decoded alone in one batched call, used when the pieces concatenate to the
+    text (byte-level tokenizers, no character split across tokens). Next: incremental decoding over a short sliding window (as vLLM detokenises), ~2 small decodes
     per token; a token that completes nothing yet (a special token, the first bytes of a multi-byte
     character) shares the span of the text the next tokens complete, and tokens that never complete
     any text (EOS at the end) get an empty span at the end. If the pieces do not concatenate to the
@@ -156,10 +157,25 @@ def decode_with_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[t
     else:
         def decode(x):
             return tokenizer.decode(x, skip_special_tokens=True)
-    offsets = _incremental_offsets(decode, ids, text)
+    offsets = _piece_offsets(backend, ids, text) if backend is not None else None
+    if offsets is None:
+        offsets = _incremental_offsets(decode, ids, text)
     if offsets is None:
         offsets = _prefix_offsets(lambda x: tokenizer.decode(x, skip_special_tokens=True), ids, len(text))
     return text, offsets
+
+
+def _piece_offsets(backend: Any, ids: list[int], text: str) -> list[tuple[int, int]] | None:
+    """Fastest path: every token decoded alone, in one batched call. Exact when the pieces
+    concatenate to the text and none ends inside a multi-byte character (else None)."""
+    pieces = backend.decode_batch([[i] for i in ids], skip_special_tokens=True)
+    if "".join(pieces) != text or any("\ufffd" in p for p in pieces):
+        return None
+    offsets, pos = [], 0
+    for piece in pieces:
+        offsets.append((pos, pos + len(piece)))
+        pos += len(piece)
+    return offsets
 
 
 def _incremental_offsets(decode, ids: list[int], text: str) -> list[tuple[int, int]] | None:
