@@ -147,10 +147,9 @@ def token_block_ids(spans: Sequence[tuple[int, int]], offsets: Sequence[tuple[in
     last tag belong to the last block. Every token gets exactly one id in [0, K).
     """
     bounds = np.array([end for _, end in spans[:-1]], dtype=np.int64)  # block k ends at bounds[k]
-    ids = np.zeros(len(offsets), dtype=np.int64)
-    previous = 0
-    for t, (start, end) in enumerate(offsets):
-        if end > start:
-            previous = int(np.searchsorted(bounds, start, side="right"))
-        ids[t] = previous
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)  # [T, 2]
+    own = np.searchsorted(bounds, off[:, 0], side="right")  # [T]: block of each token's first character
+    wide = off[:, 1] > off[:, 0]  # [T]: tokens that cover text
+    last_wide = np.maximum.accumulate(np.where(wide, np.arange(len(off)), -1))  # [T]: latest such token
+    ids = np.where(last_wide >= 0, own[np.maximum(last_wide, 0)], 0)  # zero-width: the block before them
     return ids
