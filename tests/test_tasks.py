@@ -50,9 +50,11 @@ def test_malformed_policies():
     assert partial.malformed and partial.spans is None
     assert partial.rewards == (1.0, -1.0) and partial.outcomes == (0, 1) and partial.correct
     worst = tasks.get("arithmetic", malformed="all_worst").score(cut, "19")
-    assert worst.rewards == (0.0, -1.0) and worst.outcomes == (0, 0)
+    assert worst.rewards == (0.0, -1.0) and worst.outcomes == (0, tasks.MALFORMED_OUTCOME)
     nothing = tasks.get("arithmetic").score("I don't know", "19")
     assert nothing.rewards == (0.0, -1.0) and nothing.answer is None and nothing.partition == ((0, 12), (12, 12))
+    # a malformed prefix is a stratum of its own, apart from well-formed wrong answers (outcome 0)
+    assert nothing.outcomes == (0, tasks.MALFORMED_OUTCOME) and tasks.MALFORMED_OUTCOME not in (0, 1)
 
 
 TAGS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>", "<analysis>", "</analysis>", "<confidence>", "</confidence>"]

@@ -12,7 +12,10 @@ leading blocks are scored as usual and every incomplete block gets its worst rew
 "all_worst" every block gets its worst reward. A field that is present but unusable (an empty
 answer, an unparseable confidence) also gets the worst reward of its block. Either way a malformed
 completion never earns more, block by block, than the well-formed completion it was cut from.
-The outcome of a prefix that holds no usable answer is 0 ("incorrect").
+The outcome of a well-formed prefix that holds no usable answer is 0 ("incorrect"); the outcome of
+a prefix that is itself malformed (an earlier block incomplete) is MALFORMED_OUTCOME (-1), a stratum
+of its own: its later blocks all get their worst reward, so its value differs from that of a
+well-formed incorrect prefix, and mixing the two would bias OCB (paper Appendix B).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from bae.rewards import (
 )
 
 MALFORMED_POLICIES = ("partial", "all_worst")
+MALFORMED_OUTCOME = -1
+"""Outcome of a prefix whose earlier blocks are not all well-formed (its own OCB stratum)."""
 
 
 @dataclass(frozen=True)
@@ -243,7 +248,7 @@ class Task:
             value = reward.fn(ctx, k) if k < scored else None
             rewards.append(reward.worst if value is None else float(value))
         outcomes = [0] + [
-            self.outcomes[k - 1](ctx, k) if k <= scored else 0 for k in range(1, k_all)
+            self.outcomes[k - 1](ctx, k) if k <= scored else MALFORMED_OUTCOME for k in range(1, k_all)
         ]
         final = ctx.last_answered(scored)
         confidence = next(
