@@ -52,15 +52,23 @@ def demo(
     steps: int = typer.Option(DEMO["steps"], min=1, help="RL steps per method"),
     seed: int = typer.Option(0, help="random seed of the warm start, the RL runs and the evaluation"),
     out_dir: str = typer.Option("runs/demo", help="report folder"),
-    methods: str = typer.Option("bae+ocb,bae+group_mean,rlcr,rlvr", help="comma-separated methods to compare"),
+    methods: str = typer.Option("", help="comma-separated methods to compare (default: all of the task's; "
+                                "arithmetic: bae+ocb,bae+group_mean,rlcr,rlvr; two_attempt: bae+ocb,bae+group_mean,scalar_sum)"),
+    task: str = typer.Option("arithmetic", help="arithmetic (self-confidence format) | two_attempt (paper Section 5.5)"),
 ) -> None:
     """The embedded default, on CPU and offline: warm-start the tiny policy, train it with each
     method for the same number of steps, evaluate each on the same held-out problems, and write a
-    report (report.md, metrics.json, training curves, reliability diagrams)."""
-    from bae.demo import run_demo
+    report (report.md, metrics.json, training curves, reliability diagrams). With --task two_attempt:
+    the two-attempt format of the arithmetic task, reporting first- and second-attempt accuracy over
+    sampling budgets (attempts.png)."""
+    from bae.demo import TASKS, run_demo
 
+    if task not in TASKS:
+        console.print(f"[red]error:[/] unknown --task {task!r}; choose from {' | '.join(TASKS)}")
+        raise typer.Exit(2)
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) or None
     try:
-        run_demo(out_dir, steps=steps, seed=seed, methods=tuple(m.strip() for m in methods.split(",") if m.strip()))
+        run_demo(out_dir, steps=steps, seed=seed, methods=chosen, task=task)
     except ValueError as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
@@ -205,7 +213,7 @@ def fidelity(
     model: str = typer.Option("tiny", help='"tiny" (warm-started once into OUT_DIR/warm_start), a model folder, or a hub id'),
     task: str = typer.Option("arithmetic", help="two-block task whose second block is compared"),
     data: Optional[str] = typer.Option(None, help="eval set (JSON Lines with problem and answer); default: synthetic arithmetic"),
-    prompts: int = typer.Option(48, help="P prompts (paper: 100)"),
+    prompts: int = typer.Option(32, help="P prompts (paper: 100)"),
     group: int = typer.Option(8, help="G of the main table"),
     continuations: int = typer.Option(16, help="M continuations of block 2 per prefix (paper: 32)"),
     sweep: str = typer.Option("4,8,16,32", help="comma-separated group sizes, all from one pool of the largest"),
@@ -221,7 +229,10 @@ def fidelity(
     from bae.fidelity import STRATA, FidelityConfig, run_fidelity
 
     try:
-        sizes = tuple(int(g) for g in sweep.split(",") if g.strip())
+        try:
+            sizes = tuple(int(g) for g in sweep.split(",") if g.strip())
+        except ValueError:
+            raise ValueError(f"--sweep must be comma-separated integers such as 4,8,16,32, got {sweep!r}") from None
         config = FidelityConfig(model=model, task=task, data=data, prompts=prompts, group=group,
                                 continuations=continuations, sweep=sizes, temperature=temperature,
                                 max_new_tokens=max_new_tokens, seed=seed, bootstrap=bootstrap,

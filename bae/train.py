@@ -51,17 +51,20 @@ def load_prompts(config: TrainConfig) -> tuple[list[dict], list[dict]]:
 
 def resolve_policy(config: TrainConfig, task) -> str:
     """The model folder to train: "tiny" is warm-started once into output_dir/warm_start, on the
-    run's own prompt format (system prompt) and difficulty levels."""
+    run's own task (arithmetic or arithmetic_two_attempt), prompt format (system prompt) and
+    difficulty levels."""
     if config.model != "tiny":
         return config.model
     from bae.warmstart import WarmStartConfig, warm_start
 
-    if task.name != "arithmetic":
-        raise ValueError(f"model 'tiny' is warm-started on the arithmetic task only, not {task.name!r}")
+    if task.name not in ("arithmetic", "arithmetic_two_attempt"):
+        raise ValueError(f"model 'tiny' is warm-started on the arithmetic tasks only "
+                         f"(arithmetic, arithmetic_two_attempt), not {task.name!r}")
     folder = Path(config.output_dir) / "warm_start"
     if (folder / "config.json").is_file():
         return str(folder)
-    return str(warm_start(WarmStartConfig(system_prompt=task.system_prompt, levels=config.data.levels, seed=config.seed), folder))
+    return str(warm_start(WarmStartConfig(task=task.name, system_prompt=task.system_prompt, levels=config.data.levels,
+                                          seed=config.seed), folder))
 
 
 def batch_layout(config: TrainConfig) -> tuple[int, int]:
@@ -131,6 +134,7 @@ def _progress_callback(config: TrainConfig, task):
 
     log_path = Path(config.output_dir) / "log.jsonl"
     names = task.block_names
+    states_confidence = any("confidence" in b.fields for b in task.schema.blocks)  # else ECE means nothing
 
     class Callback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -147,8 +151,9 @@ def _progress_callback(config: TrainConfig, task):
             if "bae/accuracy" not in logs:
                 return  # the end-of-training summary: keep the last step's figures on the bar
             rewards = " ".join(f"{n} {logs.get(f'rewards/{n}_reward/mean', float('nan')):+.3f}" for n in names)
-            self.progress.update(self.bar, completed=state.global_step, description=(
-                f"{rewards} acc {logs.get('bae/accuracy', float('nan')):.3f} ece {logs.get('bae/ece', float('nan')):.3f}"))
+            ece = f" ece {logs.get('bae/ece', float('nan')):.3f}" if states_confidence else ""
+            self.progress.update(self.bar, completed=state.global_step,
+                                 description=f"{rewards} acc {logs.get('bae/accuracy', float('nan')):.3f}{ece}")
 
         def on_train_end(self, args, state, control, **kwargs):
             self.progress.stop()

@@ -4,8 +4,8 @@
     path = warm_start(WarmStartConfig(), "runs/demo/warm")     # a folder AutoModelForCausalLM loads
     measure(path)                                               # format rate, accuracy, AUROC, ...
 
-What: a short run of TRL's SFTTrainer on synthetic demonstrations of the "arithmetic" task, in the
-exact self-confidence format and kept short (every character is a token of the tiny tokenizer):
+What: a short run of TRL's SFTTrainer on synthetic demonstrations of the "arithmetic" task (or of
+"arithmetic_two_attempt", see "Two-attempt format" below), in the exact self-confidence format and kept short (every character is a token of the tiny tokenizer):
 
     <reasoning>23+7*4=51</reasoning><answer>51</answer><analysis>level 4</analysis><confidence>0.6</confidence>
 
@@ -32,6 +32,20 @@ The loss is on the completion only (TRL's prompt-completion conversational forma
 Defaults (tuned on 2 CPU cores): 16000 demonstrations, one epoch (1000 steps of 16), levels (1, 2),
 wrong rates 0.2 / 0.3 on levels 1 / 2: about a minute, and at T = 1 the policy is well-formed on
 ~99% of samples, right on ~39% (level 1 ~66%, level 2 ~8%), with confidence AUROC ~0.5.
+
+Two-attempt format (``task="arithmetic_two_attempt"``, paper Section 5.5): the completion is two
+solution blocks, an attempt and a check, e.g.
+
+    <reasoning>23+7=29</reasoning><answer>29</answer><reasoning>check 23+7=30</reasoning><answer>30</answer>
+
+The first attempt is wrong at exactly the level's ``wrong_rates`` (the same problems, wrong picks and
+slips as the self-confidence demonstrations of the same seed). The second attempt restates the
+expression with its own answer: of each level's wrong first attempts exactly ``fix_rate`` (rounded)
+are fixed (the true value), the others repeat the wrong answer; of each level's right first attempts
+exactly ``break_rate`` (rounded) are broken (a new slip), the others repeat the right answer. So the
+warm-started checker is imperfect both ways (it fixes some errors, misses others, breaks some right
+answers) and RL with the shaped second reward has something to improve. These draws use a stream
+of their own, so the first attempts of a seed do not depend on fix_rate and break_rate.
 
 Reproducibility: the problems, wrong answers and confidences are drawn from ``seed`` with Python's
 ``random``; the model initialisation and TRL's shuffling use ``seed`` too, so on one machine and
@@ -74,7 +88,11 @@ class WarmStartConfig:
     wrong_rates: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
     """Fraction of demonstrations with a wrong stated answer, for levels 1, 2, 3, 4."""
     confidences: tuple[float, ...] = CONFIDENCES
-    """Demonstrated confidences, drawn uniformly and independently of correctness."""
+    """Demonstrated confidences, drawn uniformly and independently of correctness (self-confidence format)."""
+    fix_rate: float = 0.5
+    """Two-attempt format: fraction of each level's wrong first attempts that the second attempt fixes."""
+    break_rate: float = 0.1
+    """Two-attempt format: fraction of each level's right first attempts that the second attempt breaks."""
     epochs: float = 1.0
     """Passes over the demonstrations (ignored when max_steps > 0)."""
     max_steps: int = -1
@@ -99,6 +117,9 @@ class WarmStartConfig:
             raise ValueError(f"wrong_rates must lie in [0, 1], got {self.wrong_rates}")
         if not self.confidences or any(not 0.0 <= q <= 1.0 for q in self.confidences):
             raise ValueError(f"confidences must be a non-empty tuple of values in [0, 1], got {self.confidences}")
+        for name in ("fix_rate", "break_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError("give epochs > 0 or max_steps > 0")
 
@@ -129,6 +150,20 @@ def demonstration(problem: str, stated: str, level: int, confidence: float) -> s
     )
 
 
+def two_attempt_demonstration(problem: str, first: str, second: str) -> str:
+    """The completion text of one two-attempt demonstration: an attempt, then a check."""
+    expression = _expression(problem)
+    return (
+        f"<reasoning>{expression}={first}</reasoning><answer>{first}</answer>"
+        f"<reasoning>check {expression}={second}</reasoning><answer>{second}</answer>"
+    )
+
+
+def is_two_attempt(task: tasks.Task) -> bool:
+    """Whether ``task`` has the two-attempt block format (two solution blocks, the shaped retry reward)."""
+    return [b.reward for b in task.config.blocks] == ["correct", "retry"]
+
+
 def task_of(config: WarmStartConfig) -> tasks.Task:
     """The task the demonstrations follow: ``config.task``, with ``config.system_prompt`` if given."""
     task = tasks.get(config.task)
@@ -140,7 +175,8 @@ def task_of(config: WarmStartConfig) -> tasks.Task:
 def make_demonstrations(config: WarmStartConfig) -> list[dict]:
     """The demonstrations of ``config``: rows of the arithmetic generator plus
     ``prompt`` (chat messages), ``completion`` (text), ``stated`` (the demonstrated answer),
-    ``wrong`` (stated != gold) and ``confidence``.
+    ``wrong`` (stated != gold) and ``confidence``; for a two-attempt task the rows of
+    ``_two_attempt_demonstrations`` instead (no confidence; the second attempt's answer).
 
     Three independent random streams derived from ``seed``: the problems, which demonstrations are
     wrong (exactly round(rate * count) of each level's, and the slips), and the confidences."""
@@ -153,6 +189,8 @@ def make_demonstrations(config: WarmStartConfig) -> list[dict]:
         indices = [i for i, r in enumerate(rows) if r["level"] == level]
         k = round(config.wrong_rates[level - 1] * len(indices))
         wrong.update(wrong_rng.sample(indices, k))
+    if is_two_attempt(task):
+        return _two_attempt_demonstrations(config, task, rows, wrong, wrong_rng)
     out = []
     for i, row in enumerate(rows):
         stated = str(wrong_answer(int(row["answer"]), wrong_rng)) if i in wrong else row["answer"]
@@ -164,6 +202,42 @@ def make_demonstrations(config: WarmStartConfig) -> list[dict]:
             "stated": stated,
             "wrong": i in wrong,
             "confidence": q,
+        })
+    return out
+
+
+def _two_attempt_demonstrations(config: WarmStartConfig, task: tasks.Task, rows: list[dict], wrong: set[int],
+                                wrong_rng: random.Random) -> list[dict]:
+    """Rows plus ``prompt``, ``completion``, ``stated`` / ``wrong`` (the first attempt, as in the
+    self-confidence format), ``second`` / ``second_wrong`` (the second attempt) and ``change``
+    ("kept", "fixed" or "broken"). Exactly round(fix_rate * n) of each level's n wrong first
+    attempts are fixed and round(break_rate * m) of its m right ones broken."""
+    firsts = [str(wrong_answer(int(r["answer"]), wrong_rng)) if i in wrong else r["answer"] for i, r in enumerate(rows)]
+    second_rng = random.Random(f"warmstart-second-{config.seed}")
+    fixed: set[int] = set()
+    broken: set[int] = set()
+    for level in sorted(set(config.levels)):
+        bad = [i for i, r in enumerate(rows) if r["level"] == level and i in wrong]
+        good = [i for i, r in enumerate(rows) if r["level"] == level and i not in wrong]
+        fixed.update(second_rng.sample(bad, round(config.fix_rate * len(bad))))
+        broken.update(second_rng.sample(good, round(config.break_rate * len(good))))
+    out = []
+    for i, (row, first) in enumerate(zip(rows, firsts)):
+        if i in fixed:
+            second, change = row["answer"], "fixed"
+        elif i in broken:
+            second, change = str(wrong_answer(int(row["answer"]), second_rng)), "broken"
+        else:
+            second, change = first, "kept"
+        out.append({
+            **row,
+            "prompt": task.format_prompt(row["problem"]),
+            "completion": two_attempt_demonstration(row["problem"], first, second),
+            "stated": first,
+            "wrong": i in wrong,
+            "second": second,
+            "second_wrong": second != row["answer"],
+            "change": change,
         })
     return out
 
@@ -282,6 +356,10 @@ def measure(path: str | os.PathLike, config: WarmStartConfig = WarmStartConfig()
     for s, (_, sc) in zip(samples, scores):
         by_prompt.setdefault(s["prompt_id"], []).append(bool(sc.correct))
     mixed = sum(0 < sum(c) < len(c) for c in by_prompt.values()) / len(by_prompt)
+    extra = {}
+    if is_two_attempt(t):  # accuracy of the first attempt alone (the figures above are the final answer's)
+        first = [float(t.score(s["completion"], s["gold"]).rewards[0] == 1.0) for s in samples]
+        extra["first_accuracy"] = sum(first) / len(first)
     return {
         "samples": len(scores),
         "format_rate": sum(not sc.malformed for _, sc in scores) / len(scores),
@@ -292,6 +370,7 @@ def measure(path: str | os.PathLike, config: WarmStartConfig = WarmStartConfig()
         "mixed_prompts": mixed,  # prompts whose n samples hold both correct and wrong ones
         "sampling_seconds": seconds,
         "examples": [s["completion"] for s in samples[:4]],
+        **extra,
     }
 
 
