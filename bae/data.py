@@ -39,6 +39,8 @@ its first row has. A line that is not a JSON object is an error naming the file 
 
 from __future__ import annotations
 
+from bae.io import json_lines
+
 import json
 import random
 import re
@@ -155,17 +157,7 @@ def parse_source(source: str, *, problem_key: str = "problem", answer_key: str =
 
 
 def _json_lines(path: Path) -> Iterator[dict]:
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            yield row
+    return (row for _, row in json_lines(path, DataError))
 
 
 def _read_local(path: Path) -> Iterator[dict]:

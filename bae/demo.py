@@ -312,7 +312,7 @@ def two_attempt_markdown(summary: dict, default: dict) -> str:
     first = next(iter(summary["attempts"].values()))
     n, ks = first["samples_per_prompt"], first["k"]
     lines = ["# bae demo: two-attempt refinement", "",
-             f"Task arithmetic_two_attempt (paper Section 5.5): r1 = first attempt correct; r2 = 1 if the second "
+             "Task arithmetic_two_attempt (paper Section 5.5): r1 = first attempt correct; r2 = 1 if the second "
              "attempt is correct, 0.1 if wrong with a new answer, 0 if wrong with the same answer.", "",
              f"Warm start: {summary['warm_start']}. RL: {summary['steps']} steps per method, "
              f"{default['batch_size']} completions per step in groups of {default['group_size']}, seed {summary['seed']}. "

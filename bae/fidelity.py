@@ -61,7 +61,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -481,7 +481,6 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
     hf_logging.disable_progress_bar()  # "Loading weights" bars
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    out_dir = Path(config.out_dir)
     model_path = _resolve_model(config)
     timings["model"] = time.perf_counter() - t0
     system_prompt = _system_prompt(config, model_path)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -186,13 +185,12 @@ def evaluate_policy(config: TrainConfig, task, held_out: list[dict], model, toke
 
 
 def _save_atomically(trainer, folder: Path) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    from bae.io import replace_dir, temporary_dir_for
+
+    tmp = temporary_dir_for(folder)
     trainer.save_model(str(tmp))
     trainer.processing_class.save_pretrained(str(tmp))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    replace_dir(tmp, folder)
 
 
 def train(config: TrainConfig, resume: bool = False) -> dict:

@@ -55,6 +55,8 @@ temporary folder beside ``out_dir``, then renamed into place).
 
 from __future__ import annotations
 
+from bae.io import save_pretrained_dir
+
 import json
 import math
 import os
@@ -62,7 +64,7 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bae import tasks
@@ -243,24 +245,7 @@ def _two_attempt_demonstrations(config: WarmStartConfig, task: tasks.Task, rows:
 
 
 def _atomic_save(model, tokenizer, path: Path, record: dict) -> Path:
-    path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        tokenizer.save_pretrained(tmp)
-        model.save_pretrained(tmp)
-        (tmp / RECORD).write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return save_pretrained_dir(path, tokenizer, model, files={RECORD: json.dumps(record, indent=1, default=str) + "\n"})
 
 
 def warm_start(config: WarmStartConfig, out_dir: str | os.PathLike, *, log: bool = False) -> Path:

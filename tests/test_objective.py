@@ -49,7 +49,6 @@ def aggregated_loss(logp, old, token_adv, mask, aggregation, max_length):
     """The engines' token aggregations (verl's loss_agg_mode) of the same clipped token loss."""
     rho = torch.exp(logp - old)
     per_token = -torch.minimum(rho * token_adv, rho.clamp(1 - CLIP, 1 + CLIP) * token_adv) * mask
-    n = logp.shape[0]
     if aggregation == "seq-mean-token-mean":
         return (per_token.sum(1) / mask.sum(1)).mean()
     if aggregation == "seq-mean-token-sum":

@@ -18,9 +18,10 @@ Any malformed line raises ``InputError`` whose message is "PATH:LINE: what is wr
 
 from __future__ import annotations
 
+from bae.io import atomic_write_text, json_lines  # noqa: F401  (atomic_write_text: re-exported)
+
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -30,21 +31,8 @@ class InputError(ValueError):
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object) for each non-blank line; InputError on a line that is not a
-    JSON object."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            yield number, row
+    """(line number, object) for each non-blank line; InputError names a bad line."""
+    return json_lines(path, InputError)
 
 
 def _text(row: dict, key: str, where: str, *, numbers: bool = False, optional: bool = False) -> str | None:
@@ -120,21 +108,6 @@ def read_eval_set(path: str | os.PathLike, limit: int | None = None) -> list[dic
     if not rows:
         raise InputError(f"{path}: no rows (the file is empty)")
     return rows
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, then
-    os.replace, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_generations(rows: Iterable[dict], path: str | os.PathLike) -> None:

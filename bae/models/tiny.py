@@ -22,9 +22,9 @@ tests check it), and gives the tiny model the same offset behaviour as real Qwen
 
 from __future__ import annotations
 
+from bae.io import save_pretrained_dir
+
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -169,26 +169,9 @@ def save_tiny(path: str | os.PathLike, seed: int = 0) -> Path:
     Everything is written into a temporary folder beside `path` and renamed into place, so a reader
     never sees a half-written folder. An existing folder at `path` is replaced.
     """
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, seed=seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        tokenizer.save_pretrained(tmp)
-        model.save_pretrained(tmp)
-        if path.exists():
-            # A directory cannot be renamed over a non-empty one: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return save_pretrained_dir(path, tokenizer, model)
 
 
 def load_tiny(path: str | os.PathLike) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:

@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bae.blocks import BlockSchema, Split
 from bae.rewards import (
-    BCE_EPS,
     VERIFIERS,
     bce_reward,
     brier_reward,
