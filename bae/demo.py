@@ -153,6 +153,22 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _warm_started(defaults: dict, out_dir: str, seed: int, label: str, console):
+    """The demo's report folder, task and warm-started policy (built once into OUT/warm_start).
+    Returns (out, base config, task, policy folder, start time, warm-start seconds)."""
+    from bae import tasks
+    from bae.train import resolve_policy
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = parse({**defaults, "seed": seed, "output_dir": str(out)})
+    task = tasks.get(base.task.name, **base.task.options)
+    start = time.time()
+    console.print(f"[bold]warm start[/] of the tiny policy (supervised, on {label} demonstrations)")
+    policy = resolve_policy(base, task)
+    return out, base, task, policy, start, time.time() - start
+
+
 def run_demo(out_dir: str = "runs/demo", steps: int = DEMO["steps"], seed: int = 0,
              methods: tuple[str, ...] | None = None, task: str = "arithmetic") -> dict:
     """Warm start once, train each method from it for `steps` steps, evaluate, and write the report.
@@ -165,22 +181,14 @@ def run_demo(out_dir: str = "runs/demo", steps: int = DEMO["steps"], seed: int =
     from rich.console import Console
     from rich.table import Table
 
-    from bae import tasks
     from bae.evaluation.generations import atomic_write_text
-    from bae.train import resolve_policy, train
+    from bae.train import train
 
     console = Console()
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown demo methods {unknown}; choose from {list(METHODS)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = parse({**DEMO, "seed": seed, "output_dir": str(out)})
-    task = tasks.get(base.task.name, **base.task.options)
-    start = time.time()
-    console.print("[bold]warm start[/] of the tiny policy (supervised, on arithmetic demonstrations)")
-    policy = resolve_policy(base, task)
-    warm_seconds = time.time() - start
+    out, _, task, policy, start, warm_seconds = _warm_started(DEMO, out_dir, seed, "arithmetic", console)
 
     results, folders, logs = {}, {}, {}
     for name in methods:
@@ -349,9 +357,8 @@ def _run_two_attempt(out_dir: str, steps: int, seed: int, methods: tuple[str, ..
     from rich.console import Console
     from rich.table import Table
 
-    from bae import tasks
     from bae.evaluation.generations import atomic_write_text, write_generations
-    from bae.train import resolve_policy, train
+    from bae.train import train
 
     from transformers.utils import logging as hf_logging
 
@@ -361,14 +368,7 @@ def _run_two_attempt(out_dir: str, steps: int, seed: int, methods: tuple[str, ..
     unknown = [m for m in methods if m not in known]
     if unknown or not methods:
         raise ValueError(f"unknown demo methods {unknown or list(methods)} for --task two_attempt; choose from {list(known)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = parse({**default, "seed": seed, "output_dir": str(out)})
-    task = tasks.get(base.task.name, **base.task.options)
-    start = time.time()
-    console.print("[bold]warm start[/] of the tiny policy (supervised, on two-attempt arithmetic demonstrations)")
-    policy = resolve_policy(base, task)
-    warm_seconds = time.time() - start
+    out, base, task, policy, start, warm_seconds = _warm_started(default, out_dir, seed, "two-attempt arithmetic", console)
 
     attempts: dict[str, dict] = {}
     rows = final_generations(base, task, policy)  # the warm start, evaluated the same way as every method
