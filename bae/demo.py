@@ -169,6 +169,20 @@ def _warm_started(defaults: dict, out_dir: str, seed: int, label: str, console):
     return out, base, task, policy, start, time.time() - start
 
 
+def _train_one(name: str, config: TrainConfig, console) -> tuple[Path, dict, list[dict]]:
+    """Train one method afresh from the warm start: (its folder, final evaluation + seconds, log)."""
+    import shutil
+
+    from bae.train import train
+
+    folder = Path(config.output_dir)
+    shutil.rmtree(folder, ignore_errors=True)  # a demo run always starts afresh from the warm start
+    console.print(f"[bold]{name}[/]: {config.steps} RL steps")
+    t = time.time()
+    result = {**train(config), "seconds": time.time() - t, "folder": str(folder)}
+    return folder, result, [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
 def run_demo(out_dir: str = "runs/demo", steps: int = DEMO["steps"], seed: int = 0,
              methods: tuple[str, ...] | None = None, task: str = "arithmetic") -> dict:
     """Warm start once, train each method from it for `steps` steps, evaluate, and write the report.
@@ -182,7 +196,6 @@ def run_demo(out_dir: str = "runs/demo", steps: int = DEMO["steps"], seed: int =
     from rich.table import Table
 
     from bae.evaluation.generations import atomic_write_text
-    from bae.train import train
 
     console = Console()
     unknown = [m for m in methods if m not in METHODS]
@@ -193,15 +206,7 @@ def run_demo(out_dir: str = "runs/demo", steps: int = DEMO["steps"], seed: int =
     results, folders, logs = {}, {}, {}
     for name in methods:
         config = method_config(name, out, steps, seed, policy)
-        folders[name] = Path(config.output_dir)
-        if folders[name].exists():
-            import shutil
-
-            shutil.rmtree(folders[name])  # a demo run always starts afresh from the warm start
-        console.print(f"[bold]{name}[/]: {steps} RL steps")
-        t = time.time()
-        results[name] = {**train(config), "seconds": time.time() - t, "folder": str(folders[name])}
-        logs[name] = [json.loads(line) for line in (folders[name] / "log.jsonl").read_text().splitlines()]
+        folders[name], results[name], logs[name] = _train_one(name, config, console)
 
     summary = {
         "warm_start": f"{warm_seconds:.0f} s, folder {policy}",
@@ -358,7 +363,6 @@ def _run_two_attempt(out_dir: str, steps: int, seed: int, methods: tuple[str, ..
     from rich.table import Table
 
     from bae.evaluation.generations import atomic_write_text, write_generations
-    from bae.train import train
 
     from transformers.utils import logging as hf_logging
 
@@ -378,15 +382,7 @@ def _run_two_attempt(out_dir: str, steps: int, seed: int, methods: tuple[str, ..
     results, folders, logs, matches = {}, {}, {}, {}
     for name in methods:
         config = method_config(name, out, steps, seed, policy, "two_attempt")
-        folders[name] = Path(config.output_dir)
-        if folders[name].exists():
-            import shutil
-
-            shutil.rmtree(folders[name])  # a demo run always starts afresh from the warm start
-        console.print(f"[bold]{name}[/]: {steps} RL steps")
-        t = time.time()
-        results[name] = {**train(config), "seconds": time.time() - t, "folder": str(folders[name])}
-        logs[name] = [json.loads(line) for line in (folders[name] / "log.jsonl").read_text().splitlines()]
+        folders[name], results[name], logs[name] = _train_one(name, config, console)
         rows = final_generations(config, task, str(folders[name] / "final"))
         write_generations(rows, folders[name] / "eval" / "final" / "generations.jsonl")
         matches[name] = same_as_final_eval(rows, task, folders[name])
