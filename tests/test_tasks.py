@@ -164,3 +164,29 @@ def test_system_prompt_option():
     task = tasks.get("arithmetic", system_prompt="")
     assert task.format_prompt("What is 1 + 1?") == [{"role": "user", "content": "What is 1 + 1?"}]
     assert tasks.get("arithmetic_two_attempt", system_prompt="X").format_prompt("q")[0] == {"role": "system", "content": "X"}
+
+
+def test_abstention_is_well_formed_never_correct_and_flagged():
+    """With abstain="unknown" the answer "unknown" (any case, any surrounding space) is a legal,
+    well-formed answer that is never correct, even against a gold that the verifier would match:
+    r_sol = 0, outcome 0, and the confidence block is scored against c = 0 (BCE at q = 0 is
+    log(1 - eps), the best a refusal can earn). Without the option it is just a wrong answer."""
+    task = tasks.get("arithmetic", confidence_reward="bce", abstain="unknown")
+    for answer in ("unknown", " Unknown ", "UNKNOWN"):
+        score = task.score(completion(answer, "0"), "19")
+        assert score.abstained and not score.correct and not score.malformed
+        assert score.rewards == pytest.approx((0.0, math.log(1 - BCE_EPS))) and score.outcomes == (0, 0)
+    assert not task.score(completion("unknown", "0"), "unknown").correct  # never correct, whatever the gold
+    assert tasks.get("arithmetic").score(completion("unknown", "0"), "unknown").correct  # without: an answer
+    right = task.score(completion("19", "0.9"), "19")
+    assert right.correct and not right.abstained
+    unflagged = tasks.get("arithmetic").score(completion("unknown", "0"), "19")
+    assert not unflagged.abstained and not unflagged.correct
+    cut = task.score(completion("unknown", "0")[:40], "19")  # no answer field completed: not an abstention
+    assert cut.malformed and not cut.abstained
+
+
+@pytest.mark.parametrize("abstain", ["", " unknown", "<answer>", "a>b"])
+def test_bad_abstention_answers_are_refused(abstain):
+    with pytest.raises(ValueError, match="abstain"):
+        tasks.get("arithmetic", abstain=abstain)

@@ -60,6 +60,7 @@ class Score:
     confidence: float | None
     correct: bool
     malformed: bool
+    abstained: bool = False
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Context:
     fields: tuple[dict[str, str], ...]
     gold: str
     verify: Callable[[str, str], bool]
+    abstain: str | None = None
     _correct: dict[int, bool] = field(default_factory=dict)
 
     def answer(self, k: int) -> str | None:
@@ -77,10 +79,16 @@ class Context:
             return self.fields[k].get("answer") or None
         return None
 
+    def abstained(self, k: int) -> bool:
+        """Whether block k's answer is the task's abstention answer (compared ignoring case and
+        surrounding whitespace)."""
+        a = self.answer(k)
+        return self.abstain is not None and a is not None and a.strip().casefold() == self.abstain.casefold()
+
     def correct(self, k: int) -> bool:
         if k not in self._correct:
-            a = self.answer(k)
-            self._correct[k] = a is not None and bool(self.verify(a, self.gold))
+            a = self.answer(k)  # an abstention is never correct, whatever the verifier says
+            self._correct[k] = a is not None and not self.abstained(k) and bool(self.verify(a, self.gold))
         return self._correct[k]
 
     def last_answered(self, before: int) -> int | None:
@@ -172,7 +180,13 @@ class BlockSpec(BaseModel):
 
 class TaskConfig(BaseModel):
     """A K-block task from config: blocks (name, tagged fields, reward name), the outcome name of
-    each later block, the verifier ("math" or "exact"), the system prompt, the malformed policy."""
+    each later block, the verifier ("math" or "exact"), the system prompt, the malformed policy,
+    and an optional abstention answer.
+
+    abstain: an answer that declines to solve (e.g. "unknown"). It is well-formed and never correct
+    (outcome 0, the worst solution reward, and a confidence block scored against c = 0), so
+    refusing with confidence 0 is a legal completion: the state a scalar reward with a log-score
+    confidence term can collapse into (paper Section 5.4). Scores flag it (Score.abstained)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -181,6 +195,14 @@ class TaskConfig(BaseModel):
     verifier: Literal["math", "exact"] = "math"
     system_prompt: str = ""
     malformed: Literal["partial", "all_worst"] = "partial"
+    abstain: str | None = None
+
+    @field_validator("abstain")
+    @classmethod
+    def _plain_abstain(cls, v):
+        if v is not None and (v != v.strip() or not v or "<" in v or ">" in v):
+            raise ValueError(f"abstain must be a non-empty answer without surrounding spaces or tags, got {v!r}")
+        return v
 
     @field_validator("outcomes")
     @classmethod
@@ -239,7 +261,7 @@ class Task:
     def score(self, completion: str, gold: str) -> Score:
         """Score one completion against its gold answer; never raises on any text."""
         split = self.split(completion)
-        ctx = Context(split.fields, gold if isinstance(gold, str) else str(gold), self.verify)
+        ctx = Context(split.fields, gold if isinstance(gold, str) else str(gold), self.verify, self.config.abstain)
         k_all = self.num_blocks
         scored = split.complete if self.config.malformed == "partial" or split.well_formed else 0
         rewards = []
@@ -263,6 +285,7 @@ class Task:
             confidence=confidence,
             correct=final is not None and ctx.correct(final),
             malformed=not split.well_formed,
+            abstained=final is not None and ctx.abstained(final),
         )
 
 
@@ -313,7 +336,8 @@ SOLUTION = BlockSpec(name="solution", fields=("reasoning", "answer"), reward="co
 
 
 def _self_confidence(confidence_reward: str = "brier", verifier: str = "math", malformed: str = "partial",
-                     name: str = "self_confidence", system_prompt: str = SELF_CONFIDENCE_PROMPT) -> TaskConfig:
+                     name: str = "self_confidence", system_prompt: str = SELF_CONFIDENCE_PROMPT,
+                     abstain: str | None = None) -> TaskConfig:
     return TaskConfig(
         name=name,
         blocks=(SOLUTION, BlockSpec(name="confidence", fields=("analysis", "confidence"), reward=confidence_reward)),
@@ -321,6 +345,7 @@ def _self_confidence(confidence_reward: str = "brier", verifier: str = "math", m
         verifier=verifier,
         system_prompt=system_prompt,
         malformed=malformed,
+        abstain=abstain,
     )
 
 
@@ -340,8 +365,8 @@ def _two_attempt(verifier: str = "math", malformed: str = "partial", name: str =
 
 
 def _arithmetic(confidence_reward: str = "brier", malformed: str = "partial",
-                system_prompt: str = ARITHMETIC_PROMPT) -> TaskConfig:
-    return _self_confidence(confidence_reward, "exact", malformed, "arithmetic", system_prompt)
+                system_prompt: str = ARITHMETIC_PROMPT, abstain: str | None = None) -> TaskConfig:
+    return _self_confidence(confidence_reward, "exact", malformed, "arithmetic", system_prompt, abstain)
 
 
 def _arithmetic_two_attempt(malformed: str = "partial", system_prompt: str = ARITHMETIC_TWO_ATTEMPT_PROMPT) -> TaskConfig:
@@ -355,7 +380,8 @@ BUILTIN: dict[str, Callable[..., TaskConfig]] = {
     "arithmetic_two_attempt": _arithmetic_two_attempt,
 }
 """Builders of the built-in tasks; their keyword options (confidence_reward, malformed,
-system_prompt: "" for none, ...) are what `get(name, **options)` accepts."""
+system_prompt: "" for none, abstain for the self-confidence formats, ...) are what
+`get(name, **options)` accepts."""
 
 
 def get(name: str, **options) -> Task:
