@@ -97,7 +97,7 @@ def test_report_end_to_end_on_a_hand_worked_case(tmp_path):
 
     m = result["metrics"]
     assert result["counts"] == {"prompts": 3, "completions": 18, "samples_per_prompt": {"min": 6, "max": 6},
-                                "malformed": 2, "confidence_missing": 2}
+                                "malformed": 2, "confidence_missing": 2, "abstained": 0}
     assert m["accuracy"]["value"] == 9 / 18
     assert m["accuracy"]["se"] == pytest.approx(math.sqrt(0.25 * 18 / 17 / 18))  # std(ddof=1)/sqrt(N)
     brier = sum((a - b) ** 2 for a, b in zip(q, correct)) / 18
@@ -233,3 +233,25 @@ def test_no_rows_at_all_give_the_documented_empty_values(tmp_path):
     assert [m[k]["value"] for k in ("accuracy", "auroc", "ece", "brier", "aurc")] == [0.0, 0.5, 0.0, 0.0, 0.0]
     assert result["tts"]["k"] == [] and result["selective"]["threshold"]["threshold"] is None
     assert REPORT_FILES == {p.name for p in tmp_path.iterdir()}
+
+
+def test_abstentions_count_as_wrong_and_never_vote(tmp_path):
+    """Per prompt: two abstentions ("unknown") and one right answer. Accuracy 1/3 and
+    abstain_rate 2/3; majority vote over all 3 samples picks the right answer, because an
+    abstention is not an answer and does not vote (it would win 2 to 1 if it did)."""
+    task = tasks.get("arithmetic", abstain="unknown")
+
+    def text(answer, q):
+        return (f"<reasoning>x</reasoning><answer>{answer}</answer>"
+                f"<analysis>y</analysis><confidence>{q}</confidence>")
+
+    rows = [{"prompt_id": f"p{p}", "completion": text(a, q), "gold": "7"}
+            for p in range(4) for a, q in (("unknown", "0"), ("unknown", "0"), ("7", "0.9"))]
+    result = evaluate_generations(rows, task, tmp_path, bootstrap=20)
+    assert result["metrics"]["accuracy"]["value"] == pytest.approx(1 / 3)
+    assert result["metrics"]["abstain_rate"]["value"] == pytest.approx(2 / 3)
+    assert result["counts"]["abstained"] == 8
+    assert result["tts"]["majority"]["value"][-1] == 1.0
+    assert "8 abstained" in (tmp_path / "report.md").read_text()
+    scores = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert sum(s["abstained"] for s in scores) == 8

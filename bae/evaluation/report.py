@@ -10,6 +10,8 @@ Rules (also written into metrics.json under "rules"):
 - A missing confidence (None: no tag or unparseable) counts as 0.0 in every calibration,
   selective-prediction and voting figure: the sample claimed nothing. Their number is reported
   as ``confidence_missing``.
+- An abstention (the task's abstention answer, e.g. "unknown") is a wrong answer in every figure;
+  their share is reported as ``abstain_rate`` (0 for a task without one).
 - Standard errors: accuracy (Pass@1) over the (prompt, sample) combinations as the paper, and
   also over per-prompt means (``se_by_prompt``); AUROC, ECE, Brier, AURC and accuracy at
   coverage by bootstrap over (confidence, correct) pairs (``bootstrap`` resamples, seeded);
@@ -42,7 +44,7 @@ RULES = {
     "auroc_one_class": "0.5 when all samples are correct or all are wrong",
     "empty": "accuracy, ECE, Brier, AURC 0.0 and AUROC 0.5 on no samples",
     "ece_bins": "[0,.1), ..., [.9,1.0), [1.0,1.1) (paper, 11 bins)",
-    "voting": "answers grouped by the task's verifier equivalence; missing answers never vote",
+    "voting": "answers grouped by the task's verifier equivalence; missing answers and abstentions never vote",
     "ties": "majority: first group to appear; weighted: more votes, then first; max-confidence: first",
     "tts_se": "std over prompts / sqrt(P) of each prompt's mean over k-subsets",
     "selective_threshold": "lowest threshold reaching the target on a validation half of the prompts",
@@ -50,7 +52,7 @@ RULES = {
 
 
 def score_rows(rows: Sequence[dict], task, progress: bool = False) -> list[dict]:
-    """Each row with the task's score added: answer, confidence, correct, malformed."""
+    """Each row with the task's score added: answer, confidence, correct, malformed, abstained."""
     scored = []
     with Progress(transient=True, disable=not progress) as bar:
         job = bar.add_task("scoring", total=len(rows))
@@ -62,6 +64,7 @@ def score_rows(rows: Sequence[dict], task, progress: bool = False) -> list[dict]
                 "confidence": score.confidence,
                 "correct": bool(score.correct),
                 "malformed": bool(score.malformed),
+                "abstained": bool(score.abstained),
             })
             bar.advance(job)
     return scored
@@ -97,6 +100,7 @@ def compute_metrics(
     q, c = M.as_pairs(q, c)
     malformed = np.array([r["malformed"] for r in scored], dtype=float)
     missing = np.array([r["confidence"] is None for r in scored], dtype=float)
+    abstained = np.array([r.get("abstained", False) for r in scored], dtype=float)
     prompts = group_by_prompt(scored)
     prompt_acc = [np.mean([r["correct"] for r in rs]) for rs in prompts.values()]
     sizes = [len(rs) for rs in prompts.values()]
@@ -115,6 +119,7 @@ def compute_metrics(
         "aurc": _value(selective.aurc(q, c), se["aurc"]),
         "malformed_rate": _value(malformed.mean() if malformed.size else 0.0, M.mean_se(malformed)),
         "confidence_missing_rate": _value(missing.mean() if missing.size else 0.0, M.mean_se(missing)),
+        "abstain_rate": _value(abstained.mean() if abstained.size else 0.0, M.mean_se(abstained)),
     }
     at_coverage = {
         str(x): _value(selective.accuracy_at_coverage(q, c, x), se[f"accuracy@{x}"]) for x in COVERAGES
@@ -124,7 +129,7 @@ def compute_metrics(
     for rs in prompts.values():
         correct = [r["correct"] for r in rs]
         per_prompt.append({
-            "groups": tts.group_answers([r["answer"] for r in rs], equivalent, correct),
+            "groups": tts.group_answers([None if r.get("abstained") else r["answer"] for r in rs], equivalent, correct),
             "confidence": [_confidence(r) for r in rs],
             "correct": correct,
         })
@@ -137,6 +142,7 @@ def compute_metrics(
             "samples_per_prompt": {"min": min(sizes, default=0), "max": max(sizes, default=0)},
             "malformed": int(malformed.sum()),
             "confidence_missing": int(missing.sum()),
+            "abstained": int(abstained.sum()),
         },
         "metrics": figures,
         "tts": curves,
@@ -189,7 +195,8 @@ def render_markdown(result: dict, title: str = "Evaluation report") -> str:
     lines += [
         f"{counts['prompts']} prompts, {counts['completions']} completions "
         f"({per_prompt} per prompt); {counts['malformed']} malformed, "
-        f"{counts['confidence_missing']} without a confidence (counted as 0.0).",
+        f"{counts['confidence_missing']} without a confidence (counted as 0.0)"
+        + (f", {counts['abstained']} abstained (counted as wrong)." if counts.get("abstained") else "."),
         "",
         "| Accuracy (Pass@1) | AUROC | ECE | Brier | AURC |",
         "|---|---|---|---|---|",
@@ -243,7 +250,7 @@ def write_report(
 ) -> Path:
     """Write the report folder (each file atomically; metrics.json last): reliability.png,
     tts.png, risk_coverage.png, report.md, scores.jsonl (per completion: prompt_id, answer,
-    confidence, correct, malformed) and metrics.json."""
+    confidence, correct, malformed, abstained) and metrics.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     q = np.array([_confidence(r) for r in scored], dtype=float)
@@ -254,9 +261,9 @@ def write_report(
     plots.risk_coverage_plot(selective.risk_coverage(q, c), out / "risk_coverage.png",
                              result["metrics"]["aurc"]["value"])
     atomic_write_text(out / "report.md", render_markdown(result, title))
-    fields = ("prompt_id", "answer", "confidence", "correct", "malformed")
+    fields = ("prompt_id", "answer", "confidence", "correct", "malformed", "abstained")
     atomic_write_text(out / "scores.jsonl",
-                      "".join(json.dumps({k: r[k] for k in fields}, ensure_ascii=False) + "\n" for r in scored))
+                      "".join(json.dumps({k: r.get(k, False) for k in fields}, ensure_ascii=False) + "\n" for r in scored))
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     return out
 
