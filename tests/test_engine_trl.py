@@ -50,7 +50,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def task():
-    return tasks.get("arithmetic")
+    return tasks.get("arithmetic", abstain="unknown")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,8 @@ class Scripted(BlockwiseGRPOTrainer):
         self._count += 1
         kind = rng.choice(["good", "good", "good", "spelled", "cut", "junk"])
         answer = gold if rng.random() < 0.5 else str(int(gold) + 1)
+        if j % 5 == 4:  # an abstention (drawn without the rng, so the other draws do not move)
+            answer = "unknown"
         q = str(rng.choice(["0", "0.15", "0.5", "0.85", "1.0"]))
         eos = [self._tokenizer.eos_token_id] if rng.random() < 0.7 else []
         if kind == "junk":
@@ -194,7 +196,7 @@ def test_every_loss_token_carries_its_blocks_advantage(scripted_run, tok, task):
 
 def test_logged_block_metrics(scripted_run, tok, task):
     """Each step logs, through TRL's logger, per-block reward/advantage statistics, OCB stratum
-    sizes, accuracy, malformed rate, mean confidence and the 11-bin ECE, equal to the values
+    sizes, accuracy, malformed rate, abstention rate, mean confidence and the 11-bin ECE, equal to the values
     computed directly from the scored completions of that step's batch."""
     trainer, _ = scripted_run
     logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -216,10 +218,12 @@ def test_logged_block_metrics(scripted_run, tok, task):
             "bae/confidence/stratum_size_min": strata.min(), "bae/confidence/stratum_size_mean": strata.mean(),
             "bae/accuracy": correct.mean(), "bae/malformed_rate": np.mean([s.malformed for s in scores]),
             "bae/confidence_mean": np.mean(stated), "bae/ece": ece,
+            "bae/abstain_rate": np.mean([s.abstained for s in scores]),
         }
         for key, value in want.items():
             assert h[key] == pytest.approx(value, abs=1e-6), key
         assert 0 < h["bae/malformed_rate"] < 1 and h["bae/confidence/advantage_std"] > 0
+        assert 0 < h["bae/abstain_rate"] < 1
         assert "entropy" in h
 
 

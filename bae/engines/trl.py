@@ -71,8 +71,8 @@ True, entropy_target=0.2, entropy_coef_delta=5e-4; beta=0.0 (no KL).
 Metrics logged each step (through TRL's logger, so `report_to` sees them): `rewards/<block>_reward/
 mean|std` (TRL), `bae/<block>/advantage_mean|advantage_std`, `bae/<block>/stratum_size_min|
 stratum_size_mean` (later blocks: sizes of the (group, outcome) strata), `bae/accuracy`,
-`bae/malformed_rate`, `bae/confidence_mean` (over stated confidences), `bae/ece` (the paper's 11
-bins); `entropy` and the rest are TRL's.
+`bae/malformed_rate`, `bae/abstain_rate` (tasks with an abstention answer), `bae/confidence_mean`
+(over stated confidences), `bae/ece` (the paper's 11 bins); `entropy` and the rest are TRL's.
 """
 
 from __future__ import annotations
@@ -395,11 +395,12 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
             ids[i, :n] = torch.from_numpy(s.block_ids[:n])
         ids = ids.masked_fill(loss_mask.cpu() == 0, -1)
 
-        local = torch.tensor(  # [B, 2K + 3]: rewards, outcomes, correct, confidence (nan if none), malformed
+        local = torch.tensor(  # [B, 2K + 4]: rewards, outcomes, correct, confidence (nan if none), malformed, abstained
             [[*s.score.rewards, *s.score.outcomes, float(s.score.correct),
-              float("nan") if s.score.confidence is None else s.score.confidence, float(s.score.malformed)]
+              float("nan") if s.score.confidence is None else s.score.confidence, float(s.score.malformed),
+              float(s.score.abstained)]
              for s in scored], dtype=torch.float64, device=device)
-        table = self.accelerator.gather(local).cpu()  # [N, 2K + 3], all processes, in TRL's global order
+        table = self.accelerator.gather(local).cpu()  # [N, 2K + 4], all processes, in TRL's global order
         n = table.shape[0]
         rewards, outcomes = table[:, :k], table[:, k : 2 * k].long()  # [N, K] each
         mode = "train" if self.model.training else "eval"
@@ -426,6 +427,7 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
         k = self.task.num_blocks
         t = table.numpy()
         outcomes, correct, confidence, malformed = t[:, k : 2 * k], t[:, 2 * k], t[:, 2 * k + 1], t[:, 2 * k + 2]
+        abstained = t[:, 2 * k + 3]
         adv = per_block.numpy()
         metrics = self._metrics[mode]
         for j, name in enumerate(self.task.block_names):
@@ -438,6 +440,8 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
         stated = ~np.isnan(confidence)
         metrics["bae/accuracy"].append(float(correct.mean()))
         metrics["bae/malformed_rate"].append(float(malformed.mean()))
+        if self.task.config.abstain is not None:
+            metrics["bae/abstain_rate"].append(float(abstained.mean()))
         metrics["bae/confidence_mean"].append(float(confidence[stated].mean()) if stated.any() else float("nan"))
         metrics["bae/ece"].append(_ece(np.where(stated, confidence, 0.0), correct))
 
