@@ -50,8 +50,8 @@ def load_prompts(config: TrainConfig) -> tuple[list[dict], list[dict]]:
 
 def resolve_policy(config: TrainConfig, task) -> str:
     """The model folder to train: "tiny" is warm-started once into output_dir/warm_start, on the
-    run's own task (arithmetic or arithmetic_two_attempt), prompt format (system prompt) and
-    difficulty levels."""
+    run's own task (arithmetic or arithmetic_two_attempt), prompt format (system prompt), difficulty
+    levels and abstention answer (task option ``abstain``: the warm start then abstains on 10%)."""
     if config.model != "tiny":
         return config.model
     from bae.warmstart import WarmStartConfig, warm_start
@@ -63,7 +63,7 @@ def resolve_policy(config: TrainConfig, task) -> str:
     if (folder / "config.json").is_file():
         return str(folder)
     return str(warm_start(WarmStartConfig(task=task.name, system_prompt=task.system_prompt, levels=config.data.levels,
-                                          seed=config.seed), folder))
+                                          abstain=task.config.abstain, seed=config.seed), folder))
 
 
 def batch_layout(config: TrainConfig) -> tuple[int, int]:

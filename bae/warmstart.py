@@ -33,6 +33,15 @@ Defaults (tuned on 2 CPU cores): 16000 demonstrations, one epoch (1000 steps of 
 wrong rates 0.2 / 0.3 on levels 1 / 2: about a minute, and at T = 1 the policy is well-formed on
 ~99% of samples, right on ~39% (level 1 ~66%, level 2 ~8%), with confidence AUROC ~0.5.
 
+Abstention (``abstain="unknown"``, for the reward ablation of paper Section 5.4): exactly
+``abstain_rate`` (rounded) of each level's demonstrations decline to solve, with confidence
+``abstain_confidence`` (0):
+
+    <reasoning>23+7*4=?</reasoning><answer>unknown</answer><analysis>level 4</analysis><confidence>0</confidence>
+
+drawn from a stream of their own, so every other demonstration is the one of ``abstain=None``. The
+warm-started policy then abstains now and then, and RL decides whether refusing grows.
+
 Two-attempt format (``task="arithmetic_two_attempt"``, paper Section 5.5): the completion is two
 solution blocks, an attempt and a check, e.g.
 
@@ -95,6 +104,12 @@ class WarmStartConfig:
     """Two-attempt format: fraction of each level's wrong first attempts that the second attempt fixes."""
     break_rate: float = 0.1
     """Two-attempt format: fraction of each level's right first attempts that the second attempt breaks."""
+    abstain: str | None = None
+    """The task's abstention answer (e.g. "unknown", TaskConfig.abstain); None: the policy never abstains."""
+    abstain_rate: float = 0.1
+    """With ``abstain``: fraction of each level's demonstrations that abstain (self-confidence format)."""
+    abstain_confidence: float = 0.0
+    """The confidence an abstaining demonstration states: 0, the honest value for an answer that cannot be right."""
     epochs: float = 1.0
     """Passes over the demonstrations (ignored when max_steps > 0)."""
     max_steps: int = -1
@@ -119,9 +134,11 @@ class WarmStartConfig:
             raise ValueError(f"wrong_rates must lie in [0, 1], got {self.wrong_rates}")
         if not self.confidences or any(not 0.0 <= q <= 1.0 for q in self.confidences):
             raise ValueError(f"confidences must be a non-empty tuple of values in [0, 1], got {self.confidences}")
-        for name in ("fix_rate", "break_rate"):
+        for name in ("fix_rate", "break_rate", "abstain_rate", "abstain_confidence"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.abstain is not None and self.task == "arithmetic_two_attempt":
+            raise ValueError("abstain: the two-attempt demonstrations have no abstentions; use task='arithmetic'")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError("give epochs > 0 or max_steps > 0")
 
@@ -144,10 +161,12 @@ def format_confidence(q: float) -> str:
     return f"{q:g}"
 
 
-def demonstration(problem: str, stated: str, level: int, confidence: float) -> str:
-    """The completion text of one demonstration, in the task's block format."""
+def demonstration(problem: str, stated: str, level: int, confidence: float, abstain: bool = False) -> str:
+    """The completion text of one demonstration, in the task's block format; an abstaining one
+    (``stated`` is then the abstention answer) leaves the result open: "23+7=?"."""
+    result = "?" if abstain else stated
     return (
-        f"<reasoning>{_expression(problem)}={stated}</reasoning><answer>{stated}</answer>"
+        f"<reasoning>{_expression(problem)}={result}</reasoning><answer>{stated}</answer>"
         f"<analysis>level {level}</analysis><confidence>{format_confidence(confidence)}</confidence>"
     )
 
@@ -168,10 +187,11 @@ def is_two_attempt(task: tasks.Task) -> bool:
 
 def task_of(config: WarmStartConfig) -> tasks.Task:
     """The task the demonstrations follow: ``config.task``, with ``config.system_prompt`` if given."""
+    update = {} if config.system_prompt is None else {"system_prompt": config.system_prompt}
+    if config.abstain is not None:
+        update["abstain"] = config.abstain
     task = tasks.get(config.task)
-    if config.system_prompt is None:
-        return task
-    return tasks.from_config(task.config.model_copy(update={"system_prompt": config.system_prompt}))
+    return tasks.from_config(task.config.model_copy(update=update)) if update else task
 
 
 def make_demonstrations(config: WarmStartConfig) -> list[dict]:
@@ -193,16 +213,25 @@ def make_demonstrations(config: WarmStartConfig) -> list[dict]:
         wrong.update(wrong_rng.sample(indices, k))
     if is_two_attempt(task):
         return _two_attempt_demonstrations(config, task, rows, wrong, wrong_rng)
+    abstaining: set[int] = set()
+    if config.abstain is not None:  # a stream of its own: the other demonstrations stay those of abstain=None
+        abstain_rng = random.Random(f"warmstart-abstain-{config.seed}")
+        for level in sorted(set(config.levels)):
+            indices = [i for i, r in enumerate(rows) if r["level"] == level]
+            abstaining.update(abstain_rng.sample(indices, round(config.abstain_rate * len(indices))))
     out = []
     for i, row in enumerate(rows):
         stated = str(wrong_answer(int(row["answer"]), wrong_rng)) if i in wrong else row["answer"]
         q = confidence_rng.choice(config.confidences)
+        if i in abstaining:
+            stated, q = config.abstain, config.abstain_confidence
         out.append({
             **row,
             "prompt": task.format_prompt(row["problem"]),
-            "completion": demonstration(row["problem"], stated, row["level"], q),
+            "completion": demonstration(row["problem"], stated, row["level"], q, abstain=i in abstaining),
             "stated": stated,
-            "wrong": i in wrong,
+            "wrong": i in wrong or i in abstaining,
+            "abstained": i in abstaining,
             "confidence": q,
         })
     return out
@@ -315,8 +344,8 @@ def measure(path: str | os.PathLike, config: WarmStartConfig = WarmStartConfig()
             levels: tuple[int, ...] | None = None, batch_size: int = 64) -> dict:
     """Sample ``n`` completions at ``temperature`` for ``prompts`` held-out problems (generated with
     ``seed``, levels of ``config`` unless given), prompted as ``task_of(config)``, and return the
-    figures of a warm start: format rate (well-formed), accuracy overall and per level, mean
-    confidence and AUROC of confidence (a missing confidence counts as 0.0, as in bae eval)."""
+    figures of a warm start: format rate (well-formed), abstention rate, accuracy overall and per
+    level, mean confidence and AUROC of confidence (a missing confidence counts as 0.0, as in bae eval)."""
     from bae.evaluation.metrics import auroc
     from bae.evaluation.sampling import load_transformers, sample_rows
 
@@ -348,6 +377,7 @@ def measure(path: str | os.PathLike, config: WarmStartConfig = WarmStartConfig()
     return {
         "samples": len(scores),
         "format_rate": sum(not sc.malformed for _, sc in scores) / len(scores),
+        "abstain_rate": sum(sc.abstained for _, sc in scores) / len(scores),
         "accuracy": sum(correct) / len(correct),
         "accuracy_per_level": per_level,
         "mean_confidence": sum(parsed) / len(parsed) if parsed else math.nan,

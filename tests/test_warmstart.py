@@ -127,3 +127,28 @@ def test_short_warm_start_teaches_the_format(tmp_path):
     after = _format_rate(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path), SHORT, rows)
     assert before < 0.1
     assert after >= 0.8 and after > before
+
+
+def test_abstaining_demonstrations():
+    """abstain="unknown": exactly round(abstain_rate * n) of each level's n demonstrations refuse
+    ("<expr>=?", answer "unknown", confidence abstain_confidence), the task of the config scores
+    them as abstentions, and every other demonstration is the one of abstain=None (own stream)."""
+    base = WarmStartConfig(examples=500, levels=(1, 2), seed=4)
+    cfg = dataclasses.replace(base, abstain="unknown", abstain_rate=0.2)
+    plain, demos = make_demonstrations(base), make_demonstrations(cfg)
+    task = task_of(cfg)
+    assert task.config.abstain == "unknown"
+    for level in cfg.levels:
+        rows = [d for d in demos if d["level"] == level]
+        assert sum(d["abstained"] for d in rows) == round(0.2 * len(rows))
+    for a, d in zip(plain, demos):
+        score = task.score(d["completion"], d["answer"])
+        if d["abstained"]:
+            assert d["stated"] == "unknown" and d["confidence"] == 0.0 and d["wrong"]
+            assert score.abstained and not score.correct and score.confidence == 0.0 and "=?<" in d["completion"]
+        else:
+            assert d["completion"] == a["completion"] and not score.abstained
+    with pytest.raises(ValueError, match="abstain_rate"):
+        WarmStartConfig(abstain="unknown", abstain_rate=1.5)
+    with pytest.raises(ValueError, match="abstain"):
+        WarmStartConfig(task="arithmetic_two_attempt", abstain="unknown")
