@@ -419,35 +419,21 @@ def continue_texts(policy, tokenizer, inputs: Sequence[str], budgets: Sequence[i
     """m sampled continuations of each input text, each cut to its own token budget: [U][m] texts
     (decoded with skip_special_tokens=True, as completions are). Reproducible from `seed`; the
     caller's random state, the policy's mode and the tokenizer's padding side are left as they were."""
-    import torch
+    from bae.evaluation.sampling import sampling_state
 
     jobs = sorted(((u, j) for u in range(len(inputs)) for j in range(m)), key=lambda t: (len(inputs[t[0]]), t))
     out: list[list[str]] = [[""] * m for _ in inputs]
     sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else dict(do_sample=False)
-    device = next(policy.parameters()).device
-    was_training, side, pad = policy.training, tokenizer.padding_side, tokenizer.pad_token
-    policy.eval()
-    tokenizer.padding_side = "left"
-    if pad is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            for start in range(0, len(jobs), batch_size):
-                batch = jobs[start:start + batch_size]
-                enc = tokenizer([inputs[u] for u, _ in batch], return_tensors="pt", padding=True,
-                                add_special_tokens=False).to(device)
-                width = enc["input_ids"].shape[1]
-                ids = policy.generate(**enc, max_new_tokens=max(budgets[u] for u, _ in batch),
-                                      pad_token_id=tokenizer.pad_token_id, **sampling)  # [b, width + new]
-                for row, (u, j) in enumerate(batch):
-                    out[u][j] = tokenizer.decode(ids[row, width:width + budgets[u]], skip_special_tokens=True)
-    finally:
-        policy.train(was_training)
-        tokenizer.padding_side = side
-        if pad is None:
-            tokenizer.pad_token = None
+    with sampling_state(policy, tokenizer, seed) as device:
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start:start + batch_size]
+            enc = tokenizer([inputs[u] for u, _ in batch], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
+            width = enc["input_ids"].shape[1]
+            ids = policy.generate(**enc, max_new_tokens=max(budgets[u] for u, _ in batch),
+                                  pad_token_id=tokenizer.pad_token_id, **sampling)  # [b, width + new]
+            for row, (u, j) in enumerate(batch):
+                out[u][j] = tokenizer.decode(ids[row, width:width + budgets[u]], skip_special_tokens=True)
     return out
 
 

@@ -11,6 +11,8 @@ identical). Prompts are the task's chat messages rendered with the tokenizer's c
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import importlib.util
 import os
 from pathlib import Path
@@ -68,7 +70,29 @@ def _progress() -> Progress:
     )
 
 
-@torch.no_grad()
+@contextmanager
+def sampling_state(policy, tokenizer, seed: int):
+    """Eval mode, left padding (EOS as pad token if none) and a forked torch generator seeded
+    with ``seed`` for the block; the policy's mode, the tokenizer's padding side and pad token and
+    the caller's random state (a training loop's) are restored afterwards."""
+    device = next(policy.parameters()).device
+    was_training, side, pad = policy.training, tokenizer.padding_side, tokenizer.pad_token
+    policy.eval()
+    tokenizer.padding_side = "left"  # decoder-only generation pads on the left
+    if pad is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            yield device
+    finally:
+        policy.train(was_training)
+        tokenizer.padding_side = side
+        if pad is None:
+            tokenizer.pad_token = None
+
+
 def generate_transformers(
     policy, tokenizer, prompts: Sequence[str], n: int, temperature: float, max_new_tokens: int,
     batch_size: int = 16, seed: int = 0, progress: bool = True,
@@ -87,34 +111,19 @@ def generate_transformers(
         sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
     else:
         sampling = dict(do_sample=False)  # greedy
-    device = next(policy.parameters()).device
-    was_training, side, pad = policy.training, tokenizer.padding_side, tokenizer.pad_token
-    policy.eval()
-    tokenizer.padding_side = "left"  # decoder-only generation pads on the left
-    if pad is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    pad_id = tokenizer.pad_token_id
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=cuda), _progress() as bar:
-            torch.manual_seed(seed)
-            task = bar.add_task("sampling", total=len(jobs), visible=progress)
-            for start in range(0, len(jobs), batch_size):
-                batch = jobs[start:start + batch_size]
-                texts = [prompts[p] for p, _ in batch]
-                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-                ids = policy.generate(
-                    **enc, max_new_tokens=max_new_tokens, pad_token_id=pad_id, **sampling
-                )  # [b, prompt_len + new]
-                decoded = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-                for (p, j), text in zip(batch, decoded):
-                    out[p][j] = text
-                bar.advance(task, len(batch))
-    finally:
-        policy.train(was_training)
-        tokenizer.padding_side = side
-        if pad is None:
-            tokenizer.pad_token = None
+    with sampling_state(policy, tokenizer, seed) as device, _progress() as bar:
+        task = bar.add_task("sampling", total=len(jobs), visible=progress)
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start:start + batch_size]
+            texts = [prompts[p] for p, _ in batch]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            ids = policy.generate(
+                **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+            )  # [b, prompt_len + new]
+            decoded = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            for (p, j), text in zip(batch, decoded):
+                out[p][j] = text
+            bar.advance(task, len(batch))
     return out
 
 
