@@ -168,3 +168,27 @@ def test_no_eval_of_model_text_in_the_sources():
     for forbidden in ("eval(", "exec(", "sympify(", "parse_expr(", "ExprExtractionConfig("):
         assert forbidden not in source
     assert os.path.exists(Path(rewards.__file__).with_name("_verify.py"))
+
+
+def test_refusing_beats_answering_under_a_scalar_log_score_only():
+    """Why RLCR with a BCE term collapses (paper 5.4) and RLCR with Brier does not. For a problem
+    solved with probability p, answering with the expectation-maximising confidence q = p earns
+    E[c + BCE(p, c)] = p - H(p) (H in nats) and E[c - (p - c)^2] = p^2; refusing (c = 0 surely)
+    with q = 0 earns log(1 - eps) under BCE and 0 under Brier. So refusing wins under BCE exactly
+    for p below the root of p = H(p), 0.648, and never wins under Brier."""
+
+    def expected(rule, p, q):
+        return p * (1 + rule(q, 1.0)) + (1 - p) * rule(q, 0.0)
+
+    refuse_bce, refuse_brier = bce_reward(0.0, 0.0), brier_reward(0.0, 0.0)
+    assert refuse_bce == pytest.approx(0.0, abs=2e-4) and refuse_brier == 0.0
+    for i in range(1, 100):
+        p = i / 100
+        grid = [j / 100 for j in range(101)]
+        best_bce = max(expected(bce_reward, p, q) for q in grid)
+        best_brier = max(expected(brier_reward, p, q) for q in grid)
+        entropy = -p * math.log(p) - (1 - p) * math.log(1 - p)
+        assert best_bce == pytest.approx(p - entropy, abs=1e-9)  # attained at q = p on the grid
+        assert best_brier == pytest.approx(p * p, abs=1e-12)
+        assert (best_bce < refuse_bce) == (p < 0.6484)
+        assert best_brier >= refuse_brier
