@@ -133,8 +133,9 @@ def train(
     except ValueError as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
+    shown = ("accuracy", "auroc", "ece", "brier") + (("abstain_rate",) if cfg.task.options.get("abstain") else ())
     console.print("final evaluation: " + ", ".join(
-        f"{name} {metrics[name]['value']:.3f} ± {metrics[name]['se']:.3f}" for name in ("accuracy", "auroc", "ece", "brier")))
+        f"{name} {metrics[name]['value']:.3f} ± {metrics[name]['se']:.3f}" for name in shown))
     console.print(f"run folder: {cfg.output_dir}")
 
 
