@@ -226,7 +226,7 @@ def fidelity(
     out_dir: str = typer.Option("runs/fidelity", help="report folder"),
 ) -> None:
     """Fidelity of every advantage estimator against Monte-Carlo reference advantages (paper Sec. 5.1):
-    RMSE and bias per stratum (correct / incorrect prefix) and over group sizes; report in OUT_DIR."""
+    RMSE and bias per stratum (correct / incorrect / malformed prefix) and over group sizes; report in OUT_DIR."""
     from bae.fidelity import STRATA, FidelityConfig, run_fidelity
 
     try:
@@ -242,13 +242,14 @@ def fidelity(
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
-    table = Table(title=f"bae fidelity: block-2 RMSE against the MC advantage, G = {group}")
+    estimators = result["groups"][str(group)]["estimators"]
+    shown = [s for s in STRATA if next(iter(estimators.values()))[s]["n"]]  # strata with samples
+    table = Table(title=f"bae fidelity: block-2 RMSE against the MC advantage, G = {group} (bias: report.md)")
     table.add_column("estimator")
-    for stratum in STRATA:
-        table.add_column(f"{stratum} RMSE", justify="right")
-        table.add_column(f"{stratum} bias", justify="right")
-    for name, per in result["groups"][str(group)]["estimators"].items():
-        table.add_row(name, *(f"{per[s][k]:.4f} ± {per[s][k + '_se']:.4f}" for s in STRATA for k in ("rmse", "bias")))
+    for stratum in shown:
+        table.add_column(f"{stratum} (n = {next(iter(estimators.values()))[stratum]['n']})", justify="right")
+    for name, per in estimators.items():
+        table.add_row(name, *(f"{per[s]['rmse']:.3f} ± {per[s]['rmse_se']:.3f}" for s in shown))
     console.print(table)
     console.print(f"report: {out_dir}/report.md")
 

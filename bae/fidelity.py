@@ -13,7 +13,7 @@ an unbiased Monte-Carlo estimate of V, and the reference advantage is
 
 Each registered estimator (bae.advantages.BASELINES: none, batch_mean, group_mean, ocb, ocb_loo,
 ocb_shrink, and any registered later) computes A_hat = r_2 - b from the group alone, and we report,
-per stratum of the prefix's outcome (correct / incorrect answer), the error e = A_hat - A_MC
+per stratum of the prefix's outcome (correct / incorrect answer / malformed prefix), the error e = A_hat - A_MC
 (= V_MC - b): its RMSE and its mean (bias), with standard errors. Block 1 (always the group mean) is
 reported against E[r_1 | x] estimated from M fresh completions of the prompt.
 
@@ -28,7 +28,9 @@ Definitions and choices (also written into metrics.json under "rules"):
   <reasoning>..</reasoning><answer>..</answer>) has no block-2 prefix: under the task's malformed
   policy its whole text is block 1 and block 2 gets its worst reward whatever follows, so its value
   is known exactly, V = r_2 (worst), A_MC = 0, no continuation is sampled. The same holds when the
-  prefix used up the token budget. Such samples count in the incorrect stratum (their outcome is 0).
+  prefix used up the token budget. Such samples form a stratum of their own, as in training (the
+  task gives them outcome -1, bae.tasks.MALFORMED_OUTCOME): there OCB's baseline is the worst
+  reward and its error is exactly 0, while pooling them with wrong answers would bias both.
   A completion with a complete solution block but a malformed block 2 is continued as any other.
 - Identical prefixes of one prompt share their M continuations (same input, same distribution).
 - Group-size sweep: max(sweep + (group,)) completions are sampled once per prompt; for a group size
@@ -68,13 +70,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from bae.advantages import BASELINES, blockwise_advantages
+from bae.tasks import MALFORMED_OUTCOME
 
-STRATA = {"correct": 1, "incorrect": 0}  # stratum name -> outcome of the prefix
+STRATA = {"correct": 1, "incorrect": 0, "malformed": MALFORMED_OUTCOME}  # stratum name -> outcome of the prefix
 RULES = {
     "prefix": "text up to the end of the solution block (task.split(text).spans[0][1]), appended to the "
               "chat-templated prompt and re-tokenized; continuation budget = max_new_tokens - prefix tokens",
     "malformed": "incomplete solution block (or no token budget left): V = own block-2 reward (worst), A_MC = 0, "
-                 "no continuations; outcome 0 (incorrect stratum)",
+                 "no continuations; outcome -1 (malformed stratum, as in training)",
     "shared_prefixes": "identical prefixes of one prompt share their M continuations",
     "error": "e = A_hat - A_MC = V_MC - b (block 2); block 1: r_1 - group mean against r_1 - mean of M fresh samples",
     "sweep": "Gmax samples per prompt cut into floor(Gmax/G) disjoint groups of G; replicate j = one batch of P groups",
@@ -635,10 +638,9 @@ def render_markdown(result: dict, command: str | None = None) -> str:
             cells = [_fmt(v["estimators"][name][stratum]["rmse"], v["estimators"][name][stratum]["rmse_se"])
                      for v in result["groups"].values()]
             lines.append(f"| {name} | {stratum} | " + " | ".join(cells) + " |")
-    lines.append("| (singleton strata) | correct | " + " | ".join(
-        _fmt(v["singletons"]["correct"], digits=2) for v in result["groups"].values()) + " |")
-    lines.append("| (singleton strata) | incorrect | " + " | ".join(
-        _fmt(v["singletons"]["incorrect"], digits=2) for v in result["groups"].values()) + " |")
+    for stratum in STRATA:
+        lines.append(f"| (singleton strata) | {stratum} | " + " | ".join(
+            _fmt(v["singletons"][stratum], digits=2) for v in result["groups"].values()) + " |")
     lines += ["", "Figures: fidelity.png (error distributions by stratum at G = "
               f"{g_main}), fidelity_sweep.png (RMSE against G).", "", "## Rules", ""]
     lines += [f"- {k}: {v}" for k, v in result["rules"].items()]
@@ -698,7 +700,7 @@ def sweep_plot(result: dict, path: str | os.PathLike) -> None:
 
     gs = [int(g) for g in result["groups"]]
     names = list(next(iter(result["groups"].values()))["estimators"])
-    fig, axes = plt.subplots(1, len(STRATA), figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, len(STRATA), figsize=(4.5 * len(STRATA), 4), sharey=True)
     for ax, stratum in zip(axes, STRATA):
         for name in names:
             v = [result["groups"][str(g)]["estimators"][name][stratum] for g in gs]

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from bae.advantages import BASELINES
+from bae.tasks import MALFORMED_OUTCOME
 from bae.fidelity import (
+    STRATA,
     FidelityConfig,
     brier_values,
     confidence_policy,
@@ -219,7 +221,27 @@ def test_pipeline_on_tiny_policy(warm_policy, tmp_path):
     r2 = [task.score(row["prefix"] + c, row["gold"]).rewards[1] for c in row["continuations"]]
     assert len(r2) == 4
     assert row["a_mc"] == pytest.approx(row["rewards"][1] - float(np.mean(r2)))
+    # the strata (correct / incorrect / malformed prefix) partition the samples
+    per = metrics["groups"]["4"]["estimators"]["ocb"]
+    assert sum(per[s]["n"] for s in STRATA) == per["all"]["n"] == 8
     # a completion without a complete solution block has A_MC = 0 exactly
     for other in rows:
         if other["prefix"] is None:
             assert other["a_mc"] == 0.0 and other["mc_value"] == other["rewards"][1]
+
+
+def test_malformed_prefixes_are_a_stratum_of_their_own():
+    """A malformed prefix (outcome -1) has a known value, the worst block-2 reward, and A_MC = 0.
+    OCB's baseline over that stratum is the worst reward itself, so its error is exactly 0; the
+    group mean mixes in the well-formed members and errs by (worst - group mean)."""
+    assert STRATA["malformed"] == MALFORMED_OUTCOME
+    worst = -1.0
+    r2 = np.array([-0.04, -0.09, -0.36, -0.25, worst, worst, -0.16, worst])
+    outcomes = np.array([1, 1, 0, 0, MALFORMED_OUTCOME, MALFORMED_OUTCOME, 0, MALFORMED_OUTCOME])
+    rewards = np.stack([(outcomes == 1).astype(float), r2], axis=1)  # [8, 2]
+    o = np.stack([np.zeros(8, dtype=int), outcomes], axis=1)
+    malformed = outcomes == MALFORMED_OUTCOME
+    a_mc = np.where(malformed, 0.0, r2 - np.where(outcomes == 1, -0.05, -0.3))
+    errs = estimator_errors(rewards, np.zeros(8, dtype=int), o, a_mc)
+    assert np.all(errs["ocb"][malformed] == 0.0)
+    np.testing.assert_allclose(errs["group_mean"][malformed], worst - r2.mean())
