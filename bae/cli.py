@@ -243,11 +243,12 @@ def fidelity(
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
     estimators = result["groups"][str(group)]["estimators"]
-    shown = [s for s in STRATA if next(iter(estimators.values()))[s]["n"]]  # strata with samples
+    sizes = {s: summary["n"] for s, summary in next(iter(estimators.values())).items() if s in STRATA}
+    shown = [s for s in STRATA if sizes[s]]  # strata with samples
     table = Table(title=f"bae fidelity: block-2 RMSE against the MC advantage, G = {group} (bias: report.md)")
     table.add_column("estimator")
     for stratum in shown:
-        table.add_column(f"{stratum} (n = {next(iter(estimators.values()))[stratum]['n']})", justify="right")
+        table.add_column(f"{stratum} (n = {sizes[stratum]})", justify="right")
     for name, per in estimators.items():
         table.add_row(name, *(f"{per[s]['rmse']:.3f} ± {per[s]['rmse_se']:.3f}" for s in shown))
     console.print(table)

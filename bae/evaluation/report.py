@@ -100,7 +100,7 @@ def compute_metrics(
     q, c = M.as_pairs(q, c)
     malformed = np.array([r["malformed"] for r in scored], dtype=float)
     missing = np.array([r["confidence"] is None for r in scored], dtype=float)
-    abstained = np.array([r.get("abstained", False) for r in scored], dtype=float)
+    abstained = np.array([r["abstained"] for r in scored], dtype=float)
     prompts = group_by_prompt(scored)
     prompt_acc = [np.mean([r["correct"] for r in rs]) for rs in prompts.values()]
     sizes = [len(rs) for rs in prompts.values()]
@@ -129,7 +129,7 @@ def compute_metrics(
     for rs in prompts.values():
         correct = [r["correct"] for r in rs]
         per_prompt.append({
-            "groups": tts.group_answers([None if r.get("abstained") else r["answer"] for r in rs], equivalent, correct),
+            "groups": tts.group_answers([None if r["abstained"] else r["answer"] for r in rs], equivalent, correct),
             "confidence": [_confidence(r) for r in rs],
             "correct": correct,
         })
@@ -263,7 +263,7 @@ def write_report(
     atomic_write_text(out / "report.md", render_markdown(result, title))
     fields = ("prompt_id", "answer", "confidence", "correct", "malformed", "abstained")
     atomic_write_text(out / "scores.jsonl",
-                      "".join(json.dumps({k: r.get(k, False) for k in fields}, ensure_ascii=False) + "\n" for r in scored))
+                      "".join(json.dumps({k: r[k] for k in fields}, ensure_ascii=False) + "\n" for r in scored))
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     return out
 
