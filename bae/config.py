@@ -113,18 +113,12 @@ class TrainConfig(Strict):
     trl: dict[str, Any] = {}
     """Any other GRPOConfig field, passed through (checked against GRPOConfig's fields)."""
 
-    @field_validator("method")
+    @field_validator("method", "baseline")
     @classmethod
-    def _known_method(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(f"unknown method {v!r}; choose one of {list(METHODS)}")
-        return v
-
-    @field_validator("baseline")
-    @classmethod
-    def _known_baseline(cls, v: str) -> str:
-        if v not in BASELINES:
-            raise ValueError(f"unknown baseline {v!r}; registered: {sorted(BASELINES)}")
+    def _known_name(cls, v: str, info) -> str:
+        choices = {"method": METHODS, "baseline": BASELINES}[info.field_name]
+        if v not in choices:
+            raise ValueError(f"unknown {info.field_name} {v!r}; choose one of {sorted(choices)}")
         return v
 
     @field_validator("trl")
