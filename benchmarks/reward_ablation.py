@@ -58,7 +58,7 @@ def read_run(run: Path) -> dict:
     peak = max(range(len(windows)), key=windows.__getitem__)
     return {
         "accuracy": metrics["accuracy"], "ece": metrics["ece"],
-        "abstain_rate": sum(r["abstained"] for r in rows) / len(rows),
+        "abstain_rate": metrics["abstain_rate"]["value"],
         "confidence_mean": sum(stated) / len(stated) if stated else float("nan"),
         "peak_abstain_rate": windows[peak], "peak_step": peak + 1, "log": log,
     }
