@@ -5,11 +5,13 @@
     -> checkpoints every `checkpoint_interval` steps, log.jsonl, periodic and final evaluation
     (bae.evaluation, the code path of `bae eval`) -> final/ (the trained policy, saved atomically).
 
-Resuming (`resume=True`) continues from the last complete checkpoint in output_dir; TRL's
-checkpoints hold the optimizer, scheduler and RNG states, so on CPU a run killed and resumed ends
-with the same weights as an uninterrupted one (tests/test_train.py checks it with SIGKILL).
-transformers writes checkpoint-N in place and its trainer_state.json last, so a checkpoint counts
-only once that file exists: a kill in the middle of a save leaves a folder that resume skips.
+Resuming (`resume=True`) continues from the newest complete checkpoint in output_dir
+(bae.checkpoints: a checkpoint counts once bae's marker, written after the whole save, says so);
+TRL's checkpoints hold the optimizer, scheduler and RNG states, so on CPU a run killed and resumed
+ends with the same weights as an uninterrupted one (tests/test_train.py kills runs at every stage of
+a save). Incomplete checkpoints newer than the one resumed from are removed (the resumed run writes
+them again), and log.jsonl keeps only the steps up to the checkpoint. A finished run (final/ saved)
+is not trained again: resuming it only completes its final evaluation if that is missing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from bae.checkpoints import last_checkpoint, marker_callback
+from bae.io import atomic_write_text
 from bae.config import TrainConfig
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -120,12 +124,6 @@ def grpo_args(config: TrainConfig):
     return paper_grpo_config(**{**settings, **config.trl})
 
 
-def last_checkpoint(out: Path) -> str | None:
-    """The newest checkpoint-N of `out` whose trainer_state.json (written last) exists."""
-    complete = [p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
-
-
 def _progress_callback(config: TrainConfig, task):
     """A rich progress bar (step, reward per block, accuracy, ECE) and log.jsonl of every log."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -193,6 +191,58 @@ def _save_atomically(trainer, folder: Path) -> None:
     replace_dir(tmp, folder)
 
 
+def _resume_point(config: TrainConfig, out: Path) -> str:
+    """The newest complete checkpoint of the run in `out`; says which newer ones it skipped and why,
+    removes them, and cuts log.jsonl back to the checkpoint's step."""
+    import shutil
+
+    from rich.console import Console
+
+    found = last_checkpoint(out) if out.is_dir() else None
+    if found is None or found.checkpoint is None:
+        skipped = "".join(f"; {Path(f).name} skipped: {why}" for f, why in (found.skipped if found else []))
+        raise ValueError(f"--resume: no complete checkpoint in {out} (checkpoints are saved every "
+                         f"{config.checkpoint_interval} steps){skipped}")
+    console = Console(stderr=True)
+    for folder, why in found.skipped:
+        console.print(f"[yellow]resume:[/] skipping {Path(folder).name}: {why}; removed (it will be saved again)")
+        shutil.rmtree(folder)
+    step = int(Path(found.checkpoint).name.split("-")[-1])
+    console.print(f"resume: from {Path(found.checkpoint).name}")
+    log = out / "log.jsonl"
+    if log.is_file():  # steps after the checkpoint are trained again: keep one line per step
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if _logged_step(line) <= step]
+        atomic_write_text(log, "".join(line + "\n" for line in kept))
+    return found.checkpoint
+
+
+def _logged_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError, TypeError):
+        return 1 << 62  # a torn last line (killed mid-write): dropped with the steps after the checkpoint
+
+
+def _finished(config: TrainConfig, out: Path) -> dict:
+    """A finished run is not trained again: its final evaluation (run now only if it is missing)."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"resume: {out} is finished ({out / 'final'} is saved); nothing to train")
+    metrics = out / "eval" / "final" / "metrics.json"
+    if metrics.is_file():
+        return json.loads(metrics.read_text())
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bae import tasks
+
+    task = tasks.get(config.task.name, **config.task.options)
+    _, held_out = load_prompts(config)
+    tokenizer = AutoTokenizer.from_pretrained(out / "final")
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    return evaluate_policy(config, task, held_out, model, tokenizer, "final")
+
+
 def train(config: TrainConfig, resume: bool = False) -> dict:
     """Run (or resume) one training run; returns the final evaluation's metrics."""
     from datasets import Dataset
@@ -203,13 +253,15 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     from bae.engines.trl import BlockwiseGRPOTrainer
 
     out = Path(config.output_dir)
-    checkpoint = last_checkpoint(out) if resume and out.is_dir() else None
-    if resume and checkpoint is None:
-        raise ValueError(f"--resume: no checkpoint in {out} (checkpoints are saved every {config.checkpoint_interval} steps)")
     if not resume and (out / "log.jsonl").exists():
         raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another output_dir")
+    checkpoint = None
+    if resume:
+        if (out / "final" / "config.json").is_file():
+            return _finished(config, out)
+        checkpoint = _resume_point(config, out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(config.model_dump_json(indent=2))
+    atomic_write_text(out / "config.json", config.model_dump_json(indent=2))
 
     hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars on every load and save
     task = tasks.get(config.task.name, **config.task.options)
@@ -221,7 +273,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     trainer = BlockwiseGRPOTrainer(
         model, task, grpo_args(config), dataset, tokenizer, method=config.method, baseline=config.baseline,
         baseline_options=config.baseline_options, scale=config.scale,
-        callbacks=[_progress_callback(config, task), _eval_callback(config, task, held_out, tokenizer)],
+        callbacks=[marker_callback(), _progress_callback(config, task), _eval_callback(config, task, held_out, tokenizer)],
     )
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress bar shows them
