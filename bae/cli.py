@@ -172,7 +172,7 @@ def prepare_data(
 def eval_command(
     task: str = typer.Option("self_confidence", help="task that builds the prompts and scores the completions"),
     model: Optional[str] = typer.Option(None, help='model to sample: a local folder, a hub id, or "tiny"'),
-    data: Optional[str] = typer.Option(None, help='eval set (JSON Lines with problem and answer) or "synthetic"'),
+    data: Optional[str] = typer.Option(None, help='eval set: math500 | gsm8k | aime (shipped), a JSON Lines file with problem and answer, or "synthetic"'),
     generations: Optional[str] = typer.Option(None, help="score this generations file (prompt_id, completion, gold) instead of sampling"),
     n: int = typer.Option(16, help="samples per prompt (paper: 16)"),
     temperature: float = typer.Option(1.0, help="sampling temperature (paper: 1.0; 0 is greedy)"),
@@ -213,7 +213,7 @@ def eval_command(
 def fidelity(
     model: str = typer.Option("tiny", help='"tiny" (warm-started once into OUT_DIR/warm_start), a model folder, or a hub id'),
     task: str = typer.Option("arithmetic", help="two-block task whose second block is compared"),
-    data: Optional[str] = typer.Option(None, help="eval set (JSON Lines with problem and answer); default: synthetic arithmetic"),
+    data: Optional[str] = typer.Option(None, help="eval set: math500 | gsm8k | aime (shipped) or a JSON Lines file with problem and answer; default: synthetic arithmetic"),
     prompts: int = typer.Option(32, help="P prompts (paper: 100)"),
     group: int = typer.Option(8, help="G of the main table"),
     continuations: int = typer.Option(16, help="M continuations of block 2 per prefix (paper: 32)"),

@@ -56,7 +56,8 @@ class DataSection(Strict):
     eval_size: int = Field(100, ge=1)
     """Held-out prompts of the built-in generator for evaluation (a different seed)."""
     eval_source: str | None = None
-    """A JSON Lines eval set for a file or hub source (e.g. ../shared/data/math500.jsonl)."""
+    """The held-out set for a file or hub source: a set shipped with bae (math500, gsm8k, aime)
+    or a JSON Lines file with problem and answer."""
 
     @field_validator("source")
     @classmethod
@@ -136,7 +137,11 @@ class TrainConfig(Strict):
 
     def check_files(self) -> None:
         """The data files exist (checked by `bae train` right after loading, before any compute)."""
+        from bae.evaluation.sets import EVAL_SETS
+
         for key, path in (("data.source", self.data.source), ("data.eval_source", self.data.eval_source)):
+            if key == "data.eval_source" and path in EVAL_SETS:
+                continue
             if path and path != "arithmetic" and not path.startswith("hf:") and not Path(path).is_file():
                 raise ConfigError(f"{key}: no such file {path!r} (build it with `bae prepare-data`)")
 

@@ -9,10 +9,9 @@ import pytest
 
 from bae.data import DataError, last_boxed, parse_source, prepare, strip_dapo_prompt, to_verl_parquet
 from bae.evaluation.generations import read_eval_set
+from bae.evaluation.sets import path as eval_set
 
-MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "math500.jsonl"
-if not MATH500.is_file():  # the checkout may sit elsewhere; the shared data lives here
-    MATH500 = Path("/work/shared/data/math500.jsonl")
+MATH500 = eval_set("math500")
 ROWS = [json.loads(line) for line in MATH500.read_text().splitlines()[:40]]
 
 

@@ -10,15 +10,15 @@ import pytest
 from bae import tasks
 from bae._verify import equal as math_verify_equal
 from bae.evaluation import EvalConfig, InputError, evaluate_generations, run_eval
+from bae.evaluation.sets import EVAL_SETS
+from bae.evaluation.sets import path as eval_set
 
-DATA = Path(__file__).parents[1].parent / "shared" / "data"
-SETS = ("math500", "gsm8k_test", "aime_2023_2025")
+SETS = tuple(EVAL_SETS)
 REPORT_FILES = {"metrics.json", "report.md", "reliability.png", "tts.png", "risk_coverage.png", "scores.jsonl"}
 
 
 def load(name: str) -> list[dict]:
-    path = DATA / f"{name}.jsonl"
-    assert path.is_file(), f"eval set {path} is missing (see ../shared/data/SOURCES.md)"
+    path = eval_set(name)
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -196,7 +196,7 @@ def test_tiny_model_is_sampled_end_to_end(tmp_path):
     assert REPORT_FILES | {"generations.jsonl", "model"} == {p.name for p in out.iterdir()}
 
     out = tmp_path / "math"
-    result = run_eval(EvalConfig(model="tiny", data=str(DATA / "math500.jsonl"), n=2, limit=2,
+    result = run_eval(EvalConfig(model="tiny", data="math500", n=2, limit=2,
                                  max_new_tokens=4, temperature=0.0, bootstrap=10, out_dir=str(out)))
     gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert [g["gold"] for g in gens] == [r["answer"] for r in load("math500")[:2] for _ in range(2)]
@@ -255,3 +255,20 @@ def test_abstentions_count_as_wrong_and_never_vote(tmp_path):
     assert "8 abstained" in (tmp_path / "report.md").read_text()
     scores = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
     assert sum(s["abstained"] for s in scores) == 8
+
+
+def test_shipped_eval_sets_are_addressable_by_name(tmp_path):
+    """The three sets ship inside the package (row counts of SOURCES.md) and every entry point
+    takes their names: read_eval_set, `data.eval_source` of a train config, and `bae eval --data`."""
+    from bae.config import parse
+    from bae.evaluation.generations import read_eval_set
+    from bae.evaluation.sets import FOLDER
+
+    assert {name: len(read_eval_set(name)) for name in EVAL_SETS} == {"math500": 500, "gsm8k": 1319, "aime": 90}
+    assert (FOLDER / "SOURCES.md").is_file() and FOLDER.is_relative_to(Path(__file__).parents[1] / "bae")
+    with pytest.raises(ValueError, match="unknown eval set 'math5000'.*math500, gsm8k, aime"):
+        eval_set("math5000")
+    config = parse({"data": {"source": str(tmp_path / "train.jsonl"), "eval_source": "gsm8k"}})
+    (tmp_path / "train.jsonl").write_text('{"problem": "1+1", "answer": "2"}\n')
+    config.check_files()  # a shipped name is not a missing file
+    assert read_eval_set("aime", limit=3)[0]["id"] == "aime-2023-I-1"

@@ -54,7 +54,7 @@ def test_recipe_validates_and_equals_table4(name, tmp_path):
         assert cfg.trl[key] == value, f"trl.{key}"
     assert cfg.trl["vllm_mode"] in ("colocate", "server")
     assert cfg.trl["lr_scheduler_type"] == "constant_with_warmup"
-    assert cfg.data.eval_source == "data/math500.jsonl"
+    assert cfg.data.eval_source == "math500"
     # every key of the file survived validation (none silently dropped or defaulted)
     assert set(raw) <= set(type(cfg).model_fields)
     assert set(raw["trl"]) == set(cfg.trl)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from bae import rewards
+from bae.evaluation.sets import EVAL_SETS
+from bae.evaluation.sets import path as eval_set
 from bae.rewards import (
     bce_reward,
     brier_reward,
@@ -20,15 +22,9 @@ from bae.rewards import (
     two_attempt_reward,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SETS = ["math500.jsonl", "gsm8k_test.jsonl", "aime_2023_2025.jsonl"]
-
-
 def gold_answers():
-    if not DATA.is_dir():
-        pytest.fail(f"the evaluation sets are missing: expected them in {DATA}")
-    for name in SETS:
-        with open(DATA / name) as f:
+    for name in EVAL_SETS:
+        with open(eval_set(name)) as f:
             for line in f:
                 yield name, json.loads(line)["answer"]
 

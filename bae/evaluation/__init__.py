@@ -35,8 +35,8 @@ class EvalConfig:
     """Model to sample: a local folder, a hub id, or "tiny" (the embedded offline model, built
     into out_dir/model). None when ``generations`` is given."""
     data: str | None = None
-    """Eval set to sample on: a JSON Lines file with problem and answer (e.g.
-    ../shared/data/math500.jsonl), or "synthetic" for the arithmetic task's generated set."""
+    """Eval set to sample on: the name of a set shipped with bae (math500, gsm8k, aime), a JSON
+    Lines file with problem and answer, or "synthetic" for the arithmetic task's generated set."""
     generations: str | None = None
     """Existing generations to score instead of sampling: JSON Lines with prompt_id, completion,
     gold (optional problem)."""

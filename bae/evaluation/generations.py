@@ -85,10 +85,15 @@ def read_generations(path: str | os.PathLike) -> list[dict]:
 def read_eval_set(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
     """Read an eval set (problem, answer, optional id); returns rows {"id", "problem", "answer"}.
 
+    ``path`` is a JSON Lines file or the name of a set shipped with bae (bae.evaluation.sets:
+    math500, gsm8k, aime).
+
     ``limit`` keeps the first ``limit`` rows. InputError names the line for invalid JSON, a
     missing, non-string or empty problem/answer, or a repeated id; and the file for no rows.
     """
-    path = Path(path)
+    from bae.evaluation.sets import resolve
+
+    path = resolve(path)
     rows: list[dict] = []
     seen: dict[str, int] = {}
     for number, row in _lines(path):
