@@ -64,11 +64,14 @@ def _segment_mean(values: np.ndarray, ids: np.ndarray, num: int) -> tuple[np.nda
     return sums[ids], counts[ids]
 
 
-def _strata(group: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, int]:
-    """Dense id of each (group, outcome) pair."""
-    key = group * (int(outcome.max(initial=0)) + 1) + outcome
-    uniq, ids = np.unique(key, return_inverse=True)
-    return ids, len(uniq)
+def strata(group: Any, outcome: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The OCB strata S(i) = {j : g_j = g_i, o_j = o_i}: (stratum id of each row [N] int64, dense
+    0..S-1, and the size |S(i)| of each row's stratum [N] int64). group and outcome [N]: any
+    comparable values (ints, strings; outcome may be negative, e.g. MALFORMED_OUTCOME)."""
+    g = _dense_ids(np.asarray(group), "group_ids")
+    o = _dense_ids(np.asarray(outcome), "outcomes")
+    ids = _dense_ids(g * (int(o.max(initial=0)) + 1) + o, "strata")
+    return ids, np.bincount(ids)[ids] if len(ids) else np.zeros(0, np.int64)
 
 
 @register_baseline("none")
@@ -94,8 +97,8 @@ def group_mean(r, group, outcome):
 def ocb(r, group, outcome):
     """Outcome-Conditioned Baseline (paper Eq. 5): b_i = mean of r_j over the stratum
     S(i) = {j : g_j = g_i, o_j = o_i}, the sample included. A stratum of one gives A_i = 0."""
-    ids, num = _strata(group, outcome)
-    sums, counts = _segment_mean(r, ids, num)
+    ids, _ = strata(group, outcome)
+    sums, counts = _segment_mean(r, ids, int(ids.max(initial=-1)) + 1)
     return sums / counts
 
 
@@ -105,8 +108,8 @@ def ocb_loo(r, group, outcome):
 
     A stratum of one has no other member to compare with: b_i = r_i, so A_i = 0 (as plain OCB).
     """
-    ids, num = _strata(group, outcome)
-    sums, counts = _segment_mean(r, ids, num)
+    ids, _ = strata(group, outcome)
+    sums, counts = _segment_mean(r, ids, int(ids.max(initial=-1)) + 1)
     others = counts - 1
     return np.where(others > 0, (sums - r) / np.maximum(others, 1), r)
 
@@ -123,8 +126,8 @@ def ocb_shrink(r, group, outcome, *, shrink: float = 1.0):
     """
     if not np.isfinite(shrink) or shrink < 0:
         raise ValueError(f"ocb_shrink: shrink must be a finite number >= 0, got {shrink!r}")
-    ids, num = _strata(group, outcome)
-    s_sums, s_counts = _segment_mean(r, ids, num)
+    ids, _ = strata(group, outcome)
+    s_sums, s_counts = _segment_mean(r, ids, int(ids.max(initial=-1)) + 1)
     lam = s_counts / (s_counts + shrink)
     return lam * (s_sums / s_counts) + (1.0 - lam) * group_mean(r, group, outcome)
 

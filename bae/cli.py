@@ -12,7 +12,7 @@ from rich.table import Table
 
 import bae
 from bae.advantages import BASELINES, blockwise_advantages
-from bae.demo import DEMO
+from bae.embedded.demo import DEMO
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -61,7 +61,7 @@ def demo(
     report (report.md, metrics.json, training curves, reliability diagrams). With --task two_attempt:
     the two-attempt format of the arithmetic task, reporting first- and second-attempt accuracy over
     sampling budgets (attempts.png)."""
-    from bae.demo import TASKS, run_demo
+    from bae.embedded.demo import TASKS, run_demo
 
     if task not in TASKS:
         console.print(f"[red]error:[/] unknown --task {task!r}; choose from {' | '.join(TASKS)}")
@@ -118,7 +118,7 @@ def train(
     resume: bool = typer.Option(False, help="continue the run in the config's output_dir from its last checkpoint"),
 ) -> None:
     """Train a policy with BAE (or the scalar RLVR / RLCR baselines) on TRL, from a YAML config."""
-    from bae.config import ConfigError, load
+    from bae.runs.config import ConfigError, load
 
     try:
         cfg = load(config)  # every key checked before any compute
@@ -126,7 +126,7 @@ def train(
     except ConfigError as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
-    from bae.train import train as run_training
+    from bae.runs.train import train as run_training
 
     try:
         metrics = run_training(cfg, resume=resume)["metrics"]
@@ -155,7 +155,7 @@ def prepare_data(
     """Build training prompts from local files or Hugging Face datasets (the MATH + DAPO mix: see README)."""
     from pathlib import Path
 
-    from bae.data import DataError, prepare, to_verl_parquet
+    from bae.runs.data import DataError, prepare, to_verl_parquet
 
     try:
         console.print(str(prepare(sources, out, problem_key=problem_key, answer_key=answer_key, limit=limit,

@@ -27,9 +27,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from bae import tasks
-    from bae.config import parse
-    from bae.demo import DEMO, FIGURES
-    from bae.train import resolve_policy, train
+    from bae.runs.config import parse
+    from bae.embedded.demo import DEMO, FIGURES
+    from bae.runs.train import resolve_policy, train
 
     out = Path(args.out)
     base = parse({**DEMO, "seed": args.seed, "output_dir": str(out)})

@@ -40,7 +40,7 @@ def main() -> None:
     from bae import tasks
     from bae.engines.trl import BlockwiseGRPOTrainer, paper_grpo_config
     from bae.tasks.arithmetic import generate
-    from bae.warmstart import WarmStartConfig, warm_start
+    from bae.embedded.warmstart import WarmStartConfig, warm_start
 
     torch.set_num_threads(args.threads)
     datasets.disable_progress_bars()

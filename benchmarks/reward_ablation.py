@@ -125,15 +125,15 @@ def main() -> None:
     args = parser.parse_args()
     out, seeds, runs = Path(args.out), [int(s) for s in args.seeds.split(",")], args.runs.split(",")
 
-    from bae.demo import DEMO
+    from bae.embedded.demo import DEMO
     from bae.io import atomic_write_text
 
     if not args.report_only:
         from transformers.utils import logging as hf_logging
 
-        from bae.config import parse
-        from bae.train import train
-        from bae.warmstart import WarmStartConfig, measure, warm_start
+        from bae.runs.config import parse
+        from bae.runs.train import train
+        from bae.embedded.warmstart import WarmStartConfig, measure, warm_start
 
         hf_logging.disable_progress_bar()
         for seed in seeds:

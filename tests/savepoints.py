@@ -42,7 +42,7 @@ def watch(folder: str | Path, on_point: Callable[[str, str], None]) -> Iterator[
     import torch
     import transformers.modeling_utils
 
-    import bae.checkpoints
+    import bae.runs.checkpoints
 
     folder = Path(folder).resolve()
 
@@ -86,16 +86,16 @@ def watch(folder: str | Path, on_point: Callable[[str, str], None]) -> Iterator[
         else:
             halfway(name, filename, data)
 
-    real_mark = bae.checkpoints.mark_complete
+    real_mark = bae.runs.checkpoints.mark_complete
 
     def mark_complete(path, step):
         if inside(path) == ".":
-            on_point(bae.checkpoints.MARKER, "unmarked")
+            on_point(bae.runs.checkpoints.MARKER, "unmarked")
         return real_mark(path, step)
 
     def replace(src, dst, *args, **kwargs):
-        if inside(dst) == bae.checkpoints.MARKER:
-            on_point(bae.checkpoints.MARKER, "before-rename")
+        if inside(dst) == bae.runs.checkpoints.MARKER:
+            on_point(bae.runs.checkpoints.MARKER, "before-rename")
         return _replace(src, dst, *args, **kwargs)
 
     with contextlib.ExitStack() as stack:
@@ -103,7 +103,7 @@ def watch(folder: str | Path, on_point: Callable[[str, str], None]) -> Iterator[
         stack.enter_context(mock.patch("torch.save", torch_save))
         stack.enter_context(mock.patch.object(transformers.modeling_utils, "safe_save_file", safe_save_file))
         stack.enter_context(mock.patch("safetensors.torch.save_file", safe_save_file))
-        stack.enter_context(mock.patch.object(bae.checkpoints, "mark_complete", mark_complete))
+        stack.enter_context(mock.patch.object(bae.runs.checkpoints, "mark_complete", mark_complete))
         stack.enter_context(mock.patch("os.replace", replace))
         yield
 

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from bae.config import ConfigError, TrainConfig, load, parse
+from bae.runs.config import ConfigError, TrainConfig, load, parse
 
 
 def test_paper_defaults():
@@ -71,14 +71,14 @@ def test_missing_data_files_are_caught_before_training():
 )
 def test_batch_layout_gives_batch_size_completions_per_step(batch, trl, world, layout, monkeypatch):
     """per_device x accumulation x processes == batch_size."""
-    from bae.train import batch_layout
+    from bae.runs.train import batch_layout
 
     monkeypatch.setenv("WORLD_SIZE", str(world))
     assert batch_layout(parse({"group_size": 8, "batch_size": batch, "trl": trl})) == layout
 
 
 def test_batch_layout_refuses_what_does_not_add_up(monkeypatch):
-    from bae.train import batch_layout
+    from bae.runs.train import batch_layout
 
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(ValueError, match="batch_size 64"):

@@ -1,4 +1,4 @@
-"""bae.data.prepare: training prompts from local files (offline; subsets of MATH500 in tmp)."""
+"""bae.runs.data.prepare: training prompts from local files (offline; subsets of MATH500 in tmp)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bae.data import DataError, last_boxed, parse_source, prepare, strip_dapo_prompt, to_verl_parquet
+from bae.runs.data import DataError, last_boxed, parse_source, prepare, strip_dapo_prompt, to_verl_parquet
 from bae.evaluation.generations import read_eval_set
 from bae.evaluation.sets import path as eval_set
 

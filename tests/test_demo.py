@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from bae import demo
-from bae.config import parse
+from bae.embedded import demo
+from bae.runs.config import parse
 
 
 def test_configs_demo_yaml_is_the_embedded_default():

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bae import demo, tasks
+from bae import tasks
+from bae.embedded import demo
 from bae.cli import app
-from bae.warmstart import WarmStartConfig, make_demonstrations, task_of
+from bae.embedded.warmstart import WarmStartConfig, make_demonstrations, task_of
 
 
 def test_two_attempt_demonstrations_follow_the_configured_rates():

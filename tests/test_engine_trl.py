@@ -26,7 +26,7 @@ from bae import tasks
 from bae.advantages import blockwise_advantages
 from bae.blocks import token_block_ids
 from bae.engines.trl import BlockwiseGRPOTrainer, decode_with_offsets, paper_grpo_config
-from bae.models.tiny import build_model, build_tokenizer
+from bae.embedded.tiny import build_model, build_tokenizer
 
 G = 4  # group size
 MAX_LEN = 64  # max_completion_length (scripted completions are at most ~50 tokens)

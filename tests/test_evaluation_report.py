@@ -260,7 +260,7 @@ def test_abstentions_count_as_wrong_and_never_vote(tmp_path):
 def test_shipped_eval_sets_are_addressable_by_name(tmp_path):
     """The three sets ship inside the package (row counts of SOURCES.md) and every entry point
     takes their names: read_eval_set, `data.eval_source` of a train config, and `bae eval --data`."""
-    from bae.config import parse
+    from bae.runs.config import parse
     from bae.evaluation.generations import read_eval_set
     from bae.evaluation.sets import FOLDER
 

@@ -6,7 +6,7 @@ import torch
 from bae import tasks
 from bae.evaluation import sampling
 from bae.evaluation.sampling import render_prompt, sample_rows
-from bae.models.tiny import build_model, build_tokenizer
+from bae.embedded.tiny import build_model, build_tokenizer
 
 ROWS = [{"id": "a", "problem": "What is 1 + 2?", "answer": "3"},
         {"id": "b", "problem": "What is 2 * 4?", "answer": "8"}]

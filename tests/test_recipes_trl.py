@@ -1,6 +1,6 @@
 """The paper recipes for TRL (configs/paper/trl_*.yaml) against the config schema and Table 4.
 
-Each recipe is validated by bae.config.parse (every key known, every trl key a GRPOConfig field),
+Each recipe is validated by bae.runs.config.parse (every key known, every trl key a GRPOConfig field),
 with data.source replaced by an existing file: DataSection checks at parse time that a local source
 exists, and the recipes name data/math_dapo.jsonl, which `bae prepare-data` builds on the cluster.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bae.config import parse
+from bae.runs.config import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "configs" / "paper"

@@ -1,10 +1,10 @@
-"""Tests of the offline tiny model and tokenizer (bae.models.tiny)."""
+"""Tests of the offline tiny model and tokenizer (bae.embedded.tiny)."""
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bae.models.tiny import EOS_TOKEN, PAD_TOKEN, TAGS, build_model, build_tokenizer, load_tiny, save_tiny
+from bae.embedded.tiny import EOS_TOKEN, PAD_TOKEN, TAGS, build_model, build_tokenizer, load_tiny, save_tiny
 
 COMPLETION = "<reasoning>12+7=19</reasoning><answer>19</answer><analysis>easy sum</analysis><confidence>0.8</confidence>"
 TEXTS = [

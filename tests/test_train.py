@@ -17,7 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from bae.checkpoints import MARKER, last_checkpoint, mark_complete
+from bae.runs.checkpoints import MARKER, last_checkpoint, mark_complete
 
 STEPS = 4
 HERE = Path(__file__).resolve().parent

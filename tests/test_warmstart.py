@@ -1,4 +1,4 @@
-"""Supervised warm start (bae.warmstart): the demonstrations follow the design, the warm start is
+"""Supervised warm start (bae.embedded.warmstart): the demonstrations follow the design, the warm start is
 saved loadable and deterministic, and a short run teaches the tiny policy the block format.
 
 Offline, on CPU, with short SFT runs (a few dozen to ~150 optimizer steps of a tiny model).
@@ -17,9 +17,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bae.evaluation.sampling import generate_transformers, render_prompt
-from bae.models.tiny import build_model, build_tokenizer
+from bae.embedded.tiny import build_model, build_tokenizer
 from bae.tasks import arithmetic
-from bae.warmstart import WarmStartConfig, make_demonstrations, task_of, warm_start
+from bae.embedded.warmstart import WarmStartConfig, make_demonstrations, task_of, warm_start
 
 # A small run: format only, not arithmetic (the default run is ~1000 steps).
 SHORT = WarmStartConfig(examples=16 * 150, max_steps=150, batch_size=16, learning_rate=3e-3, seed=3)

@@ -25,7 +25,7 @@ import bae.engines.verl as bv  # noqa: E402
 from bae import tasks  # noqa: E402
 from bae.advantages import BASELINES, blockwise_advantages  # noqa: E402
 from bae.blocks import token_block_ids  # noqa: E402
-from bae.models.tiny import build_tokenizer  # noqa: E402
+from bae.embedded.tiny import build_tokenizer  # noqa: E402
 from bae.objective import token_advantages  # noqa: E402
 
 TASK = tasks.get("arithmetic")

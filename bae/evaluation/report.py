@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 from rich.progress import Progress
 
-from bae.evaluation import metrics as M
+from bae import metrics as M
 from bae.evaluation import plots, selective, tts
 from bae.evaluation.generations import atomic_write_text, group_by_prompt
 

@@ -34,7 +34,7 @@ def resolve_model(model: str, out_dir: str | os.PathLike, seed: int = 0) -> str:
     ``out_dir/model`` (once; an existing one is reused) and returns that folder."""
     if model != "tiny":
         return model
-    from bae.models.tiny import save_tiny
+    from bae.embedded.tiny import save_tiny
 
     path = Path(out_dir) / "model"
     if not (path / "config.json").is_file():

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bae.evaluation.metrics import as_pairs
+from bae.metrics import as_pairs
 
 
 def risk_coverage(confidence: Sequence[float], correct: Sequence[float]) -> dict[str, np.ndarray]:

@@ -1,6 +1,6 @@
 """Supervised warm start of the embedded default: teach the tiny policy the block format.
 
-    from bae.warmstart import WarmStartConfig, warm_start, measure
+    from bae.embedded.warmstart import WarmStartConfig, warm_start, measure
     path = warm_start(WarmStartConfig(), "runs/demo/warm")     # a folder AutoModelForCausalLM loads
     measure(path)                                               # format rate, accuracy, AUROC, ...
 
@@ -283,7 +283,7 @@ def warm_start(config: WarmStartConfig, out_dir: str | os.PathLike, *, log: bool
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from bae.models.tiny import build_model, build_tokenizer
+    from bae.embedded.tiny import build_model, build_tokenizer
 
     tokenizer = build_tokenizer()
     model = build_model(
@@ -346,7 +346,7 @@ def measure(path: str | os.PathLike, config: WarmStartConfig = WarmStartConfig()
     ``seed``, levels of ``config`` unless given), prompted as ``task_of(config)``, and return the
     figures of a warm start: format rate (well-formed), abstention rate, accuracy overall and per
     level, mean confidence and AUROC of confidence (a missing confidence counts as 0.0, as in bae eval)."""
-    from bae.evaluation.metrics import auroc
+    from bae.metrics import auroc
     from bae.evaluation.sampling import load_transformers, sample_rows
 
     t = task_of(config)
@@ -389,7 +389,7 @@ def measure(path: str | os.PathLike, config: WarmStartConfig = WarmStartConfig()
     }
 
 
-if __name__ == "__main__":  # python -m bae.warmstart OUT_DIR [key=value ...]: warm start, then measure
+if __name__ == "__main__":  # python -m bae.embedded.warmstart OUT_DIR [key=value ...]: warm start, then measure
     import ast
     import sys
 

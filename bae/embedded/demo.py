@@ -9,7 +9,7 @@ measured, whichever method wins.
 `bae demo --task two_attempt`: the same harness on the two-attempt format of the arithmetic task
 (paper Section 5.5; task arithmetic_two_attempt, second block rewarded by the shaped Appendix C
 reward: 1 if right, 0.1 if wrong with a new answer, 0 if wrong with the same). The warm start
-demonstrates an attempt and a check (bae.warmstart, two-attempt format); the methods are bae+ocb
+demonstrates an attempt and a check (bae.embedded.warmstart, two-attempt format); the methods are bae+ocb
 (the second block's baseline is the mean over the group members whose first attempt has the same
 outcome), bae+group_mean and scalar_sum (one advantage for every token from r1 + r2: the rlcr
 method, whose scalar is the sum of the block rewards). The report gives first- and second-attempt
@@ -24,7 +24,7 @@ import json
 import time
 from pathlib import Path
 
-from bae.config import TrainConfig, parse
+from bae.runs.config import TrainConfig, parse
 
 METHODS: dict[str, dict] = {
     "bae+ocb": {"method": "bae", "baseline": "ocb"},
@@ -116,7 +116,7 @@ def reliability_grid(results: dict[str, dict], folders: dict[str, Path], path: P
     """One reliability diagram per method, side by side, from each final evaluation's scores."""
     import numpy as np
 
-    from bae.evaluation.metrics import reliability
+    from bae.metrics import reliability
     from bae.evaluation.plots import _save, plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.6), sharey=True)
@@ -157,7 +157,7 @@ def _warm_started(defaults: dict, out_dir: str, seed: int, label: str, console):
     """The demo's report folder, task and warm-started policy (built once into OUT/warm_start).
     Returns (out, base config, task, policy folder, start time, warm-start seconds)."""
     from bae import tasks
-    from bae.train import resolve_policy
+    from bae.runs.train import resolve_policy
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ def _train_one(name: str, config: TrainConfig, console) -> tuple[Path, dict, lis
     """Train one method afresh from the warm start: (its folder, final evaluation + seconds, log)."""
     import shutil
 
-    from bae.train import train
+    from bae.runs.train import train
 
     folder = Path(config.output_dir)
     shutil.rmtree(folder, ignore_errors=True)  # a demo run always starts afresh from the warm start
@@ -275,10 +275,10 @@ def attempt_figures(rows: list[dict], task) -> dict:
 
 
 def final_generations(config: TrainConfig, task, policy: str) -> list[dict]:
-    """The generations of the final evaluation of a run (bae.train.evaluate_policy): the same
+    """The generations of the final evaluation of a run (bae.runs.train.evaluate_policy): the same
     held-out prompts, n, temperature, length and seed, sampled from ``policy``."""
     from bae.evaluation.sampling import load_transformers, sample_rows
-    from bae.train import load_prompts
+    from bae.runs.train import load_prompts
 
     _, held_out = load_prompts(config)
     return sample_rows(load_transformers(policy), task, held_out[: config.eval.limit], n=config.eval.n,

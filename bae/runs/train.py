@@ -6,7 +6,7 @@
     (bae.evaluation, the code path of `bae eval`) -> final/ (the trained policy, saved atomically).
 
 Resuming (`resume=True`) continues from the newest complete checkpoint in output_dir
-(bae.checkpoints: a checkpoint counts once bae's marker, written after the whole save, says so);
+(bae.runs.checkpoints: a checkpoint counts once bae's marker, written after the whole save, says so);
 TRL's checkpoints hold the optimizer, scheduler and RNG states, so on CPU a run killed and resumed
 ends with the same weights as an uninterrupted one (tests/test_train.py kills runs at every stage of
 a save). Incomplete checkpoints newer than the one resumed from are removed (the resumed run writes
@@ -22,9 +22,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from bae.checkpoints import last_checkpoint, marker_callback
+from bae.runs.checkpoints import last_checkpoint, marker_callback
 from bae.io import atomic_write_text
-from bae.config import TrainConfig
+from bae.runs.config import TrainConfig
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
@@ -58,7 +58,7 @@ def resolve_policy(config: TrainConfig, task) -> str:
     levels and abstention answer (task option ``abstain``: the warm start then abstains on 10%)."""
     if config.model != "tiny":
         return config.model
-    from bae.warmstart import WarmStartConfig, warm_start
+    from bae.embedded.warmstart import WarmStartConfig, warm_start
 
     if task.name not in ("arithmetic", "arithmetic_two_attempt"):
         raise ValueError(f"model 'tiny' is warm-started on the arithmetic tasks only "

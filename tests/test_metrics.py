@@ -1,4 +1,4 @@
-"""bae.evaluation.metrics: accuracy, AUROC, Brier, ECE, standard errors."""
+"""bae.metrics: accuracy, AUROC, Brier, ECE, standard errors."""
 
 import itertools
 import math
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from bae.evaluation import metrics as M
+from bae import metrics as M
 
 # Confidences on a 0.05 grid (ties are frequent, as with parsed confidences) with their labels.
 pairs = st.lists(

@@ -1,6 +1,6 @@
 """Training prompts for `bae train` (and verl) from local files or Hugging Face datasets.
 
-    from bae.data import prepare
+    from bae.runs.data import prepare
     summary = prepare(["hf:DigitalLearningGmbH/MATH-lighteval:train#answer_key=solution,answer_format=boxed",
                        "hf:BytedTsinghua-SIA/DAPO-Math-17k:train#problem_key=prompt.0.content,"
                        "answer_key=reward_model.ground_truth,problem_format=dapo"],
