@@ -41,10 +41,15 @@ class Baseline(Protocol):
 
 BASELINES: dict[str, Baseline] = {}
 NEEDS_OUTCOMES: set[str] = set()
+_OPTION_CHECKS: dict[str, Callable[..., None]] = {}
 
 
-def register_baseline(name: str, *, needs_outcomes: bool = False) -> Callable[[Baseline], Baseline]:
-    """Register a baseline for blocks k >= 2 under `name` (usable as `baseline=name`)."""
+def register_baseline(name: str, *, needs_outcomes: bool = False,
+                      check: Callable[..., None] | None = None) -> Callable[[Baseline], Baseline]:
+    """Register a baseline for blocks k >= 2 under `name` (usable as `baseline=name`).
+
+    check: an optional `check(**options)` that raises ValueError for a bad option value, so that
+    `check_options` (called by the engines at construction) refuses it before any compute."""
 
     def decorate(fn: Baseline) -> Baseline:
         if name in BASELINES:
@@ -52,9 +57,25 @@ def register_baseline(name: str, *, needs_outcomes: bool = False) -> Callable[[B
         BASELINES[name] = fn
         if needs_outcomes:
             NEEDS_OUTCOMES.add(name)
+        if check is not None:
+            _OPTION_CHECKS[name] = check
         return fn
 
     return decorate
+
+
+def check_options(baseline: str, options: dict[str, Any]) -> None:
+    """Raise ValueError for an unknown baseline, an option it does not take, or a bad option value."""
+    import inspect
+
+    if baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}; registered: {sorted(BASELINES)}")
+    try:
+        inspect.signature(BASELINES[baseline]).bind(None, None, None, **options)
+    except TypeError as err:
+        raise ValueError(f"baseline {baseline!r}: {err}") from None
+    if baseline in _OPTION_CHECKS:
+        _OPTION_CHECKS[baseline](**options)
 
 
 def _segment_mean(values: np.ndarray, ids: np.ndarray, num: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +135,12 @@ def ocb_loo(r, group, outcome):
     return np.where(others > 0, (sums - r) / np.maximum(others, 1), r)
 
 
-@register_baseline("ocb_shrink", needs_outcomes=True)
+def _check_shrink(shrink: float = 1.0) -> None:
+    if not isinstance(shrink, (int, float)) or not np.isfinite(shrink) or shrink < 0:
+        raise ValueError(f"ocb_shrink: shrink must be a finite number >= 0, got {shrink!r}")
+
+
+@register_baseline("ocb_shrink", needs_outcomes=True, check=_check_shrink)
 def ocb_shrink(r, group, outcome, *, shrink: float = 1.0):
     """OCB shrunk toward the group mean: b_i = lam_i * m_S(i) + (1 - lam_i) * m_g(i),
     lam_i = |S(i)| / (|S(i)| + shrink).
@@ -124,8 +150,7 @@ def ocb_shrink(r, group, outcome, *, shrink: float = 1.0):
     half the weight, a stratum of 8 about 0.89 of it; shrink = 0 is plain OCB, shrink -> inf the
     group mean. A stratum that is the whole group is unchanged (m_S = m_g).
     """
-    if not np.isfinite(shrink) or shrink < 0:
-        raise ValueError(f"ocb_shrink: shrink must be a finite number >= 0, got {shrink!r}")
+    _check_shrink(shrink)
     ids, _ = strata(group, outcome)
     s_sums, s_counts = _segment_mean(r, ids, int(ids.max(initial=-1)) + 1)
     lam = s_counts / (s_counts + shrink)
@@ -142,7 +167,7 @@ def _group_std(r: np.ndarray, group: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(var, 0.0))
 
 
-def _to_numpy(x: Any, name: str) -> np.ndarray:
+def _to_numpy(x: Any) -> np.ndarray:
     if torch is not None and isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
@@ -190,16 +215,15 @@ def blockwise_advantages(
     mean); a stratum of one gets 0 under ocb and ocb_loo and a shrunken group-mean advantage under
     ocb_shrink; a stratum holding the whole group equals group_mean.
     """
-    if baseline not in BASELINES:
-        raise ValueError(f"unknown baseline {baseline!r}; registered: {sorted(BASELINES)}")
+    check_options(baseline, options)
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {SCALES}")
 
-    r = _to_numpy(rewards, "rewards").astype(np.float64, copy=False)
+    r = _to_numpy(rewards).astype(np.float64, copy=False)
     if r.ndim != 2:
         raise ValueError(f"rewards must be [N, K], got shape {r.shape}")
     n, k = r.shape
-    g = _to_numpy(group_ids, "group_ids")
+    g = _to_numpy(group_ids)
     if g.shape != (n,):
         raise ValueError(f"group_ids must be [N] = [{n}] to match rewards, got shape {g.shape}")
     bad = ~np.isfinite(r)
@@ -209,7 +233,7 @@ def blockwise_advantages(
 
     o = None
     if outcomes is not None:
-        o = _to_numpy(outcomes, "outcomes")
+        o = _to_numpy(outcomes)
         if o.shape != (n, k):
             raise ValueError(f"outcomes must be [N, K] = [{n}, {k}] to match rewards, got shape {o.shape}")
         if o.size and not (np.issubdtype(o.dtype, np.integer) or np.issubdtype(o.dtype, np.bool_)):
@@ -228,11 +252,7 @@ def blockwise_advantages(
                 b = group_mean(rc, group, None)
             else:
                 oc = _dense_ids(o[:, col], "outcomes") if o is not None else None
-                try:
-                    b = BASELINES[baseline](rc, group, oc, **options)
-                except TypeError as err:  # an option this baseline does not take
-                    raise ValueError(f"baseline {baseline!r}: {err}") from None
-                b = np.asarray(b, dtype=np.float64)
+                b = np.asarray(BASELINES[baseline](rc, group, oc, **options), dtype=np.float64)
                 if b.shape != (n,):
                     raise ValueError(f"baseline {baseline!r} returned shape {b.shape}, expected ({n},)")
             a = rc - b

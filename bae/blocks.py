@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -153,3 +153,100 @@ def token_block_ids(spans: Sequence[tuple[int, int]], offsets: Sequence[tuple[in
     last_wide = np.maximum.accumulate(np.where(wide, np.arange(len(off)), -1))  # [T]: latest such token
     ids = np.where(last_wide >= 0, own[np.maximum(last_wide, 0)], 0)  # zero-width: the block before them
     return ids
+
+
+def block_starts(block_ids: Sequence[int], num_blocks: int) -> list[int]:
+    """The first token of each block k >= 1 ([K - 1] ints in [0, T]; T for a block with no token),
+    from the block ids of one completion's tokens (non-decreasing, as token_block_ids gives them)."""
+    ids = np.asarray(block_ids, dtype=np.int64)
+    return np.searchsorted(ids, np.arange(1, num_blocks), side="left").tolist()
+
+
+def block_ids_from_starts(starts: Any, mask: Any) -> Any:
+    """[N, T] block id of each token from the first token of each block k >= 1 (starts [N, K - 1])
+    and the token mask [N, T] (-1 where the mask is 0): the inverse of block_starts, as torch."""
+    import torch
+
+    mask = torch.as_tensor(mask).bool()
+    pos = torch.arange(mask.shape[1], device=mask.device)  # [T]
+    starts = torch.as_tensor(starts, device=mask.device).reshape(mask.shape[0], -1)  # [N, K - 1]
+    ids = (pos[None, None, :] >= starts[:, :, None]).sum(1)  # [N, T]
+    return torch.where(mask, ids, torch.full_like(ids, -1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Token offsets of sampled ids: the one algorithm every engine uses
+
+
+def token_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+    """The text of `ids` (decode with skip_special_tokens=True, as TRL and verl decode completions) and the
+    (start, end) character span of every token in it.
+
+    Spans come from decoding the ids themselves, never from re-encoding the text: a sampled
+    sequence need not be the canonical encoding (a model may spell a tag letter by letter). Fastest
+    path: each token decoded alone in one batched call, used when the pieces concatenate to the
+    text (byte-level tokenizers, no character split across tokens). Next: incremental decoding over a short sliding window (as vLLM detokenises), ~2 small decodes
+    per token; a token that completes nothing yet (a special token, the first bytes of a multi-byte
+    character) shares the span of the text the next tokens complete, and tokens that never complete
+    any text (EOS at the end) get an empty span at the end. If the pieces do not concatenate to the
+    decoded text (a tokenizer whose decode is not concatenative), the exact fallback decodes every
+    prefix (quadratic). Special tokens get empty spans; `token_block_ids` gives them the block of
+    the token before them.
+    """
+    ids = [int(i) for i in ids]
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        def decode(x):
+            return backend.decode(x, skip_special_tokens=True)
+    else:
+        def decode(x):
+            return tokenizer.decode(x, skip_special_tokens=True)
+    offsets = _piece_offsets(backend, ids, text) if backend is not None else None
+    if offsets is None:
+        offsets = _incremental_offsets(decode, ids, text)
+    if offsets is None:
+        offsets = _prefix_offsets(lambda x: tokenizer.decode(x, skip_special_tokens=True), ids, len(text))
+    return text, offsets
+
+
+def _piece_offsets(backend: Any, ids: list[int], text: str) -> list[tuple[int, int]] | None:
+    """Fastest path: every token decoded alone, in one batched call. Exact when the pieces
+    concatenate to the text and none ends inside a multi-byte character (else None)."""
+    pieces = backend.decode_batch([[i] for i in ids], skip_special_tokens=True)
+    if "".join(pieces) != text or any("\ufffd" in p for p in pieces):
+        return None
+    offsets, pos = [], 0
+    for piece in pieces:
+        offsets.append((pos, pos + len(piece)))
+        pos += len(piece)
+    return offsets
+
+
+def _incremental_offsets(decode, ids: list[int], text: str) -> list[tuple[int, int]] | None:
+    offsets: list[tuple[int, int]] = []
+    pos = prefix = read = 0
+    old = ""  # decode(ids[prefix:read])
+    for t in range(len(ids)):
+        new = decode(ids[prefix : t + 1])
+        if len(new) > len(old) and new.startswith(old) and not new.endswith("\ufffd"):
+            piece = new[len(old) :]
+            if text[pos : pos + len(piece)] != piece:
+                return None
+            offsets.extend([(pos, pos + len(piece))] * (t + 1 - len(offsets)))  # pending tokens share it
+            pos += len(piece)
+            prefix, read = read, t + 1
+            old = decode(ids[prefix:read])
+    if pos != len(text):
+        return None
+    offsets.extend([(pos, pos)] * (len(ids) - len(offsets)))
+    return offsets
+
+
+def _prefix_offsets(decode, ids: list[int], length: int) -> list[tuple[int, int]]:
+    offsets, end = [], 0
+    for t in range(len(ids)):
+        start = end
+        end = max(end, min(len(decode(ids[: t + 1])), length))
+        offsets.append((start, end))
+    return offsets

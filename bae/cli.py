@@ -1,4 +1,4 @@
-"""The `bae` command: bae demo | train | eval | prepare-data | baselines | version."""
+"""The `bae` command: bae demo | train | eval | fidelity | prepare-data | baselines | version."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from rich.table import Table
 
 import bae
 from bae.advantages import BASELINES, blockwise_advantages
-from bae.embedded.demo import DEMO
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -49,7 +48,7 @@ def synthetic_batch(prompts: int, group: int, seed: int) -> tuple[list[str], lis
 
 @app.command()
 def demo(
-    steps: int = typer.Option(DEMO["steps"], min=1, help="RL steps per method"),
+    steps: Optional[int] = typer.Option(None, min=1, help="RL steps per method (default: demo.yaml's, 100)"),
     seed: int = typer.Option(0, help="random seed of the warm start, the RL runs and the evaluation"),
     out_dir: str = typer.Option("runs/demo", help="report folder"),
     methods: str = typer.Option("", help="comma-separated methods to compare (default: all of the task's; "
@@ -126,7 +125,7 @@ def train(
     except ConfigError as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
-    from bae.runs.train import train as run_training
+    from bae.embedded import train as run_training
 
     try:
         metrics = run_training(cfg, resume=resume)["metrics"]
@@ -168,9 +167,37 @@ def prepare_data(
         raise typer.Exit(2) from None
 
 
+def parse_task_options(items: list[str]) -> dict:
+    """`--task-option key=value` pairs: the value is read as YAML (numbers, booleans, null), and
+    an empty value is the empty string (`system_prompt=` for no system prompt)."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--task-option {item!r}: expected key=value, e.g. confidence_reward=bce")
+        options[key.strip()] = "" if value == "" else yaml.safe_load(value)
+    return options
+
+
+def _tiny_task(task: Optional[str], options: dict):
+    """The task the tiny policy is warm-started for: the given one (default arithmetic), with the
+    embedded default's options (no system prompt) under the given ones."""
+    from bae import tasks
+    from bae.embedded import default_task_options
+
+    base = default_task_options() if task is None or not task.lower().endswith((".yaml", ".yml", ".json")) else {}
+    return tasks.load(task or "arithmetic", **{**{k: v for k, v in base.items() if k == "system_prompt"}, **options})
+
+
 @app.command("eval")
 def eval_command(
-    task: str = typer.Option("self_confidence", help="task that builds the prompts and scores the completions"),
+    task: Optional[str] = typer.Option(None, help="task that builds the prompts and scores the completions: a built-in "
+                                       "name or a YAML task file; default: the task recorded in the model folder, else "
+                                       "self_confidence"),
+    task_option: list[str] = typer.Option([], "--task-option", help="task option key=value (repeatable), e.g. "
+                                          "confidence_reward=bce or system_prompt= (none)"),
     model: Optional[str] = typer.Option(None, help='model to sample: a local folder, a hub id, or "tiny"'),
     data: Optional[str] = typer.Option(None, help='eval set: math500 | gsm8k | aime (shipped), a JSON Lines file with problem and answer, or "synthetic"'),
     generations: Optional[str] = typer.Option(None, help="score this generations file (prompt_id, completion, gold) instead of sampling"),
@@ -187,17 +214,25 @@ def eval_command(
 ) -> None:
     """Evaluate a model (sampled n times per prompt) or a generations file: accuracy, calibration
     (ECE, AUROC, Brier), test-time scaling and selective prediction, written to a report folder."""
+    from pathlib import Path
+
     from bae.evaluation import EvalConfig, run_eval
 
     try:
-        config = EvalConfig(task=task, model=model, data=data, generations=generations, n=n, temperature=temperature,
-                            max_new_tokens=max_new_tokens, limit=limit, seed=seed, out_dir=out_dir, bootstrap=bootstrap,
-                            batch_size=batch_size, backend=backend, target_accuracy=target_accuracy)
+        options = parse_task_options(task_option)
+        if model == "tiny":  # the embedded policy, warm-started once into OUT_DIR/warm_start
+            from bae.embedded import resolve_model
+
+            model = resolve_model(model, Path(out_dir) / "warm_start", _tiny_task(task, options), seed=seed)
+        config = EvalConfig(task=task, task_options=options, model=model, data=data, generations=generations, n=n,
+                            temperature=temperature, max_new_tokens=max_new_tokens, limit=limit, seed=seed,
+                            out_dir=out_dir, bootstrap=bootstrap, batch_size=batch_size, backend=backend,
+                            target_accuracy=target_accuracy)
         metrics = run_eval(config)
     except (ValueError, FileNotFoundError) as err:  # bad config or input: say what, no traceback
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
-    table = Table(title=f"bae eval: {task}")
+    table = Table(title=f"bae eval: {metrics['task']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("se", justify="right")
@@ -212,7 +247,9 @@ def eval_command(
 @app.command()
 def fidelity(
     model: str = typer.Option("tiny", help='"tiny" (warm-started once into OUT_DIR/warm_start), a model folder, or a hub id'),
-    task: str = typer.Option("arithmetic", help="two-block task whose second block is compared"),
+    task: Optional[str] = typer.Option(None, help="two-block task whose second block is compared (a built-in name or a "
+                                       "YAML task file); default: the model folder's recorded task, else arithmetic"),
+    task_option: list[str] = typer.Option([], "--task-option", help="task option key=value (repeatable)"),
     data: Optional[str] = typer.Option(None, help="eval set: math500 | gsm8k | aime (shipped) or a JSON Lines file with problem and answer; default: synthetic arithmetic"),
     prompts: int = typer.Option(32, help="P prompts (paper: 100)"),
     group: int = typer.Option(8, help="G of the main table"),
@@ -234,7 +271,14 @@ def fidelity(
             sizes = tuple(int(g) for g in sweep.split(",") if g.strip())
         except ValueError:
             raise ValueError(f"--sweep must be comma-separated integers such as 4,8,16,32, got {sweep!r}") from None
-        config = FidelityConfig(model=model, task=task, data=data, prompts=prompts, group=group,
+        options = parse_task_options(task_option)
+        if model == "tiny":  # the embedded policy, warm-started once into OUT_DIR/warm_start
+            from pathlib import Path
+
+            from bae.embedded import resolve_model
+
+            model = resolve_model(model, Path(out_dir) / "warm_start", _tiny_task(task, options), seed=seed)
+        config = FidelityConfig(model=model, task=task, task_options=options, data=data, prompts=prompts, group=group,
                                 continuations=continuations, sweep=sizes, temperature=temperature,
                                 max_new_tokens=max_new_tokens, seed=seed, bootstrap=bootstrap,
                                 batch_size=batch_size, out_dir=out_dir)

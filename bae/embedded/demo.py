@@ -1,29 +1,31 @@
 """`bae demo`: the embedded default, end to end on CPU and offline.
 
-One warm start of the tiny policy on the arithmetic task, then the same budget of RL steps from it
-for each method (bae+ocb, bae+group_mean, rlcr, rlvr: they differ only in the advantage), each
-evaluated on the same held-out problems by bae.evaluation; a report folder with report.md,
-metrics.json, training curves and reliability diagrams, and a summary table. It reports what it
-measured, whichever method wins.
+One warm start of the tiny policy, then the same budget of RL steps from it for each method (they
+differ only in the advantage), each final policy and the warm start itself evaluated the same way
+on the same held-out problems (the code path of `bae eval`); a report folder with report.md,
+metrics.json, training curves and per-task figures, and a summary table. It reports what it
+measured, whichever method wins. The settings are bae/embedded/demo.yaml (configs/demo.yaml).
 
-`bae demo --task two_attempt`: the same harness on the two-attempt format of the arithmetic task
-(paper Section 5.5; task arithmetic_two_attempt, second block rewarded by the shaped Appendix C
-reward: 1 if right, 0.1 if wrong with a new answer, 0 if wrong with the same). The warm start
-demonstrates an attempt and a check (bae.embedded.warmstart, two-attempt format); the methods are bae+ocb
-(the second block's baseline is the mean over the group members whose first attempt has the same
-outcome), bae+group_mean and scalar_sum (one advantage for every token from r1 + r2: the rlcr
-method, whose scalar is the sum of the block rewards). The report gives first- and second-attempt
-accuracy over sampling budgets k = 1..n (Pass@k of each attempt, paper Figure 3) for the warm
-start and each method, from the final evaluation's generations (resampled from each final policy
-with the evaluation's seed, and checked against its scores).
+    --task arithmetic    self-confidence format: bae+ocb, bae+group_mean, rlcr, rlvr; accuracy,
+                         AUROC, ECE, Brier and one reliability diagram per policy.
+    --task two_attempt   the two-attempt format (paper Section 5.5; task arithmetic_two_attempt,
+                         the shaped Appendix C reward: 1 if right, 0.1 if wrong with a new answer,
+                         0 if wrong with the same): bae+ocb (the second block's baseline is the mean
+                         over the group members whose first attempt has the same outcome),
+                         bae+group_mean and scalar_sum (one advantage for every token from r1 + r2:
+                         the rlcr method); first- and second-attempt Pass@k over sampling budgets
+                         k = 1..n (paper Figure 3), from each evaluation's own generations.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
+from typing import Any
 
+from bae.embedded import demo_config, resolve_model
 from bae.runs.config import TrainConfig, parse
 
 METHODS: dict[str, dict] = {
@@ -32,74 +34,60 @@ METHODS: dict[str, dict] = {
     "rlcr": {"method": "rlcr"},
     "rlvr": {"method": "rlvr"},
 }
-
-# The embedded default; configs/demo.yaml holds the same values (a test keeps them equal).
-DEMO: dict = {
-    "model": "tiny",
-    "task": {"name": "arithmetic", "options": {"confidence_reward": "brier", "system_prompt": ""}},
-    "data": {"source": "arithmetic", "size": 2000, "levels": [1, 2], "eval_size": 100},
-    "method": "bae",
-    "baseline": "ocb",
-    "scale": "none",
-    "group_size": 8,
-    "batch_size": 64,
-    "steps": 100,
-    "learning_rate": 2e-4,
-    "warmup_steps": 0,
-    "temperature": 1.0,
-    "max_completion_length": 48,
-    "loss_type": "grpo",
-    "seed": 0,
-    "output_dir": "runs/demo-train",
-    "checkpoint_interval": 50,
-    "eval": {"every": 0, "n": 4, "limit": 100, "temperature": 1.0, "bootstrap": 1000},
-    "trl": {},
-}
-FIGURES = ("accuracy", "auroc", "ece", "brier")
-
-# `--task two_attempt`: the arithmetic task in the two-attempt format, no system prompt (as the
-# arithmetic demo), 8 evaluation samples per prompt so that the attempt curves run over k = 1..8.
 TWO_ATTEMPT_METHODS: dict[str, dict] = {
     "bae+ocb": {"method": "bae", "baseline": "ocb"},
     "bae+group_mean": {"method": "bae", "baseline": "group_mean"},
     "scalar_sum": {"method": "rlcr"},
 }
 METHOD_NOTES = {
-    "bae+ocb": "blockwise; second block's baseline: group members with the same first-attempt outcome",
-    "bae+group_mean": "blockwise; second block's baseline: group mean",
+    "bae+ocb": "blockwise; the later block's baseline: group members with the same earlier outcome (OCB)",
+    "bae+group_mean": "blockwise; the later block's baseline: group mean",
+    "rlcr": "scalar: one advantage for all tokens from c - (q - c)^2, group mean",
+    "rlvr": "scalar: one advantage for all tokens from correctness alone, group mean",
     "scalar_sum": "scalar (sum): one advantage for all tokens from r1 + r2 (the rlcr method), group mean",
 }
-DEMO_TWO_ATTEMPT: dict = {
-    **DEMO,
-    "task": {"name": "arithmetic_two_attempt", "options": {"system_prompt": ""}},
-    "output_dir": "runs/demo-two-attempt-train",
-    "eval": {**DEMO["eval"], "n": 8},
-}
-TASKS = {"arithmetic": (DEMO, METHODS), "two_attempt": (DEMO_TWO_ATTEMPT, TWO_ATTEMPT_METHODS)}
+TASKS = {"arithmetic": METHODS, "two_attempt": TWO_ATTEMPT_METHODS}
+FIGURES = ("accuracy", "auroc", "ece", "brier")
+ATTEMPTS = ("first", "second")
+WARM = "warm start"
 
 
-def demo_of(task: str) -> tuple[dict, dict[str, dict]]:
-    """(embedded config, methods) of a demo task: "arithmetic" or "two_attempt"."""
+def settings(task: str = "arithmetic", overrides: dict | None = None) -> dict:
+    """The demo's training settings: demo.yaml; for two_attempt the arithmetic task in the
+    two-attempt format (no system prompt, as the arithmetic demo) with 8 evaluation samples per
+    prompt, so that the attempt curves run over k = 1..8; then `overrides` (mappings merged one
+    level deep, e.g. {"eval": {"limit": 8}})."""
     if task not in TASKS:
         raise ValueError(f"unknown demo task {task!r}; choose from {list(TASKS)}")
-    return TASKS[task]
+    base = demo_config()
+    if task == "two_attempt":
+        base = {**base, "task": {"name": "arithmetic_two_attempt", "options": {"system_prompt": ""}},
+                "output_dir": "runs/demo-two-attempt-train", "eval": {**base["eval"], "n": 8}}
+    for key, value in (overrides or {}).items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return base
 
 
-def method_config(name: str, out: Path, steps: int, seed: int, policy: str, task: str = "arithmetic") -> TrainConfig:
-    default, methods = demo_of(task)
-    return parse({**default, **methods[name], "model": policy, "steps": steps, "seed": seed,
-                  "output_dir": str(out / name.replace("+", "_")),
-                  "checkpoint_interval": max(steps, 1)}, f"demo[{name}]")
+def method_config(name: str, out: Path, steps: int, seed: int, policy: str, task: str = "arithmetic",
+                  overrides: dict | None = None) -> TrainConfig:
+    """The training config of one method: the demo's settings, the method, the warm-started policy."""
+    return parse({**settings(task, overrides), **TASKS[task][name], "model": policy, "steps": steps, "seed": seed,
+                  "output_dir": str(out / name.replace("+", "_")), "checkpoint_interval": max(steps, 1)},
+                 f"demo[{name}]")
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
 
 
 def curves_plot(logs: dict[str, list[dict]], path: Path, block_names: tuple[str, ...],
                 extra: tuple[tuple[str, str], ...] = (("bae/accuracy", "accuracy"), ("bae/ece", "batch ECE"))) -> None:
     """Training curves per method: reward of each block, then the `extra` (log key, title): by
     default accuracy and batch ECE, against step."""
-    from bae.evaluation.plots import _save, plt
+    from bae.evaluation.plots import figure, save
 
     keys = [(f"rewards/{b}_reward/mean", f"reward: {b}") for b in block_names] + list(extra)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    fig, axes = figure(1, len(keys), figsize=(4 * len(keys), 3.2))
     for ax, (key, title) in zip(axes, keys):
         for name, rows in logs.items():
             points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
@@ -109,131 +97,29 @@ def curves_plot(logs: dict[str, list[dict]], path: Path, block_names: tuple[str,
         ax.set_xlabel("step")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
-def reliability_grid(results: dict[str, dict], folders: dict[str, Path], path: Path) -> None:
-    """One reliability diagram per method, side by side, from each final evaluation's scores."""
+def reliability_grid(scored: dict[str, list[dict]], results: dict[str, dict], path: Path) -> None:
+    """One reliability diagram per policy, side by side, from each evaluation's scored rows."""
     import numpy as np
 
+    from bae.evaluation.plots import figure, save
     from bae.metrics import reliability
-    from bae.evaluation.plots import _save, plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.6), sharey=True)
-    for ax, name in zip(np.atleast_1d(axes), results):
-        rows = [json.loads(line) for line in (folders[name] / "eval" / "final" / "scores.jsonl").read_text().splitlines()]
+    fig, axes = figure(1, len(scored), figsize=(3.6 * len(scored), 3.6), sharey=True)
+    for ax, (name, rows) in zip(np.atleast_1d(axes), scored.items()):
         q = [r["confidence"] if r.get("confidence") is not None else 0.0 for r in rows]
-        c = [float(r["correct"]) for r in rows]
-        table = reliability(q, c)
+        table = reliability(q, [float(r["correct"]) for r in rows])
         mids = (table["edges"][:-1] + table["edges"][1:]) / 2
         shown = table["count"] > 0
         ax.bar(mids[shown], table["accuracy"][shown], width=0.09, alpha=0.7, label="accuracy")
         ax.plot([0, 1], [0, 1], "--", color="gray")
-        ece = results[name]["metrics"]["ece"]["value"]
-        ax.set_title(f"{name}\nECE {ece:.3f}")
+        ax.set_title(f"{name}\nECE {results[name]['metrics']['ece']['value']:.3f}")
         ax.set_xlabel("confidence")
     np.atleast_1d(axes)[0].set_ylabel("accuracy")
     fig.tight_layout()
-    _save(fig, path)
-
-
-def markdown(summary: dict) -> str:
-    lines = ["# bae demo", "", f"Warm start: {summary['warm_start']}. RL: {summary['steps']} steps per method, "
-             f"{DEMO['batch_size']} completions per step in groups of {DEMO['group_size']}, seed {summary['seed']}. "
-             f"Evaluation: {DEMO['eval']['n']} samples for each of {summary['eval_prompts']} held-out problems at temperature "
-             f"{DEMO['eval']['temperature']}; ± is the standard error (accuracy over samples, the rest by bootstrap).", "",
-             "| method | " + " | ".join(FIGURES) + " | malformed | time (s) |", "|---" * (len(FIGURES) + 3) + "|"]
-    for name, r in summary["methods"].items():
-        m = r["metrics"]
-        cells = [f"{m[f]['value']:.3f} ± {m[f]['se']:.3f}" for f in FIGURES]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['malformed_rate']['value']:.3f} | {r['seconds']:.0f} |")
-    lines += ["", "![training curves](curves.png)", "", "![reliability diagrams](reliability.png)", "",
-              "Each method's full evaluation report (test-time scaling, selective prediction) is in its folder: "
-              + ", ".join(f"[{n}]({Path(r['folder']).name}/eval/final/report.md)" for n, r in summary["methods"].items()), ""]
-    return "\n".join(lines)
-
-
-def _warm_started(defaults: dict, out_dir: str, seed: int, label: str, console):
-    """The demo's report folder, task and warm-started policy (built once into OUT/warm_start).
-    Returns (out, base config, task, policy folder, start time, warm-start seconds)."""
-    from bae import tasks
-    from bae.runs.train import resolve_policy
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = parse({**defaults, "seed": seed, "output_dir": str(out)})
-    task = tasks.get(base.task.name, **base.task.options)
-    start = time.time()
-    console.print(f"[bold]warm start[/] of the tiny policy (supervised, on {label} demonstrations)")
-    policy = resolve_policy(base, task)
-    return out, base, task, policy, start, time.time() - start
-
-
-def _train_one(name: str, config: TrainConfig, console) -> tuple[Path, dict, list[dict]]:
-    """Train one method afresh from the warm start: (its folder, final evaluation + seconds, log)."""
-    import shutil
-
-    from bae.runs.train import train
-
-    folder = Path(config.output_dir)
-    shutil.rmtree(folder, ignore_errors=True)  # a demo run always starts afresh from the warm start
-    console.print(f"[bold]{name}[/]: {config.steps} RL steps")
-    t = time.time()
-    result = {**train(config), "seconds": time.time() - t, "folder": str(folder)}
-    return folder, result, [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-
-
-def run_demo(out_dir: str = "runs/demo", steps: int = DEMO["steps"], seed: int = 0,
-             methods: tuple[str, ...] | None = None, task: str = "arithmetic") -> dict:
-    """Warm start once, train each method from it for `steps` steps, evaluate, and write the report.
-    ``task``: "arithmetic" (self-confidence format) or "two_attempt"; ``methods``: a subset of the
-    task's methods (None: all)."""
-    default, known = demo_of(task)
-    methods = tuple(known) if methods is None else tuple(methods)
-    if task == "two_attempt":
-        return _run_two_attempt(out_dir, steps, seed, methods)
-    from rich.console import Console
-    from rich.table import Table
-
-    from bae.evaluation.generations import atomic_write_text
-
-    console = Console()
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown demo methods {unknown}; choose from {list(METHODS)}")
-    out, _, task, policy, start, warm_seconds = _warm_started(DEMO, out_dir, seed, "arithmetic", console)
-
-    results, folders, logs = {}, {}, {}
-    for name in methods:
-        config = method_config(name, out, steps, seed, policy)
-        folders[name], results[name], logs[name] = _train_one(name, config, console)
-
-    summary = {
-        "warm_start": f"{warm_seconds:.0f} s, folder {policy}",
-        "steps": steps, "seed": seed, "eval_prompts": DEMO["eval"]["limit"],
-        "methods": {n: {"metrics": r["metrics"], "seconds": r["seconds"], "folder": r["folder"]} for n, r in results.items()},
-        "total_seconds": time.time() - start,
-    }
-    curves_plot(logs, out / "curves.png", task.block_names)
-    reliability_grid(results, folders, out / "reliability.png")
-    atomic_write_text(out / "report.md", markdown(summary))
-    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
-
-    table = Table(title=f"bae demo: {steps} RL steps per method from one warm start (seed {seed})")
-    table.add_column("method")
-    for f in FIGURES:
-        table.add_column(f, justify="right")
-    for name, r in results.items():
-        table.add_row(name, *(f"{r['metrics'][f]['value']:.3f} ± {r['metrics'][f]['se']:.3f}" for f in FIGURES))
-    console.print(table)
-    console.print(f"report: {out / 'report.md'}  ({summary['total_seconds']:.0f} s in all)")
-    return summary
-
-
-# ---------------------------------------------------------------------------------------------
-# `--task two_attempt`: first- and second-attempt accuracy over sampling budgets (paper Figure 3).
-
-ATTEMPTS = ("first", "second")
+    save(fig, path)
 
 
 def attempt_correct(task, completion: str, gold: str) -> tuple[bool, bool, bool]:
@@ -274,42 +160,16 @@ def attempt_figures(rows: list[dict], task) -> dict:
     return out
 
 
-def final_generations(config: TrainConfig, task, policy: str) -> list[dict]:
-    """The generations of the final evaluation of a run (bae.runs.train.evaluate_policy): the same
-    held-out prompts, n, temperature, length and seed, sampled from ``policy``."""
-    from bae.evaluation.sampling import load_transformers, sample_rows
-    from bae.runs.train import load_prompts
-
-    _, held_out = load_prompts(config)
-    return sample_rows(load_transformers(policy), task, held_out[: config.eval.limit], n=config.eval.n,
-                       temperature=config.eval.temperature, max_new_tokens=config.max_completion_length,
-                       seed=config.seed, progress=False)
-
-
-def same_as_final_eval(rows: list[dict], task, folder: Path) -> bool:
-    """Whether resampled ``rows`` give the final answers and correctness of the run's own final
-    evaluation (its scores.jsonl, same order)."""
-    scores = [json.loads(line) for line in (folder / "eval" / "final" / "scores.jsonl").read_text().splitlines()]
-    if len(scores) != len(rows):
-        return False
-    for row, saved in zip(rows, scores):
-        score = task.score(row["completion"], row["gold"])
-        if (row["prompt_id"], score.answer, bool(score.correct)) != (saved["prompt_id"], saved["answer"], saved["correct"]):
-            return False
-    return True
-
-
 def attempts_plot(attempts: dict[str, dict], path: Path) -> None:
     """Pass@k of the first and of the second attempt against the sampling budget k, one line per
     policy (warm start and each method), one panel per attempt, shared y axis."""
-    from bae.evaluation.plots import _save, plt
+    from bae.evaluation.plots import figure, save
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    fig, axes = figure(1, 2, figsize=(9, 3.6), sharey=True)
     for ax, attempt in zip(axes, ATTEMPTS):
         for name, a in attempts.items():
             v, se = a[attempt]["value"], a[attempt]["se"]
-            line, = ax.plot(a["k"], v, marker="o", markersize=3, label=name,
-                            linestyle="--" if name == "warm start" else "-")
+            line, = ax.plot(a["k"], v, marker="o", markersize=3, label=name, linestyle="--" if name == WARM else "-")
             ax.fill_between(a["k"], [x - e for x, e in zip(v, se)], [x + e for x, e in zip(v, se)],
                             color=line.get_color(), alpha=0.12)
         ax.set_title(f"{attempt} attempt")
@@ -318,21 +178,44 @@ def attempts_plot(attempts: dict[str, dict], path: Path) -> None:
     axes[0].set_ylabel("pass@k")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
-def two_attempt_markdown(summary: dict, default: dict) -> str:
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def _setup_line(summary: dict, config: dict) -> str:
+    return (f"Warm start: {summary['warm_start']['seconds']:.0f} s ({summary['warm_start']['folder']}). RL: "
+            f"{summary['steps']} steps per method, {config['batch_size']} completions per step in groups of "
+            f"{config['group_size']}, seed {summary['seed']}. Evaluation: {config['eval']['n']} samples for each of "
+            f"{summary['eval_prompts']} held-out problems at temperature {config['eval']['temperature']}, the same for "
+            "the warm start and every method; ± is the standard error (accuracy over samples, the rest by bootstrap).")
+
+
+def markdown(summary: dict, config: dict) -> str:
+    lines = ["# bae demo", "", _setup_line(summary, config), "",
+             "Methods: " + "; ".join(f"**{m}**: {METHOD_NOTES[m]}" for m in summary["methods"]) + ".", "",
+             "| policy | " + " | ".join(FIGURES) + " | malformed | time (s) |", "|---" * (len(FIGURES) + 3) + "|"]
+    for name, r in summary["policies"].items():
+        m = r["metrics"]
+        cells = [f"{m[f]['value']:.3f} ± {m[f]['se']:.3f}" for f in FIGURES]
+        seconds = f"{r['seconds']:.0f}" if "seconds" in r else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['malformed_rate']['value']:.3f} | {seconds} |")
+    lines += ["", "![training curves](curves.png)", "", "![reliability diagrams](reliability.png)", "",
+              "Each policy's full evaluation report (test-time scaling, selective prediction) is in its folder: "
+              + ", ".join(f"[{n}]({r['eval']}/report.md)" for n, r in summary["policies"].items()), ""]
+    return "\n".join(lines)
+
+
+def two_attempt_markdown(summary: dict, config: dict) -> str:
     first = next(iter(summary["attempts"].values()))
     n, ks = first["samples_per_prompt"], first["k"]
     lines = ["# bae demo: two-attempt refinement", "",
              "Task arithmetic_two_attempt (paper Section 5.5): r1 = first attempt correct; r2 = 1 if the second "
              "attempt is correct, 0.1 if wrong with a new answer, 0 if wrong with the same answer.", "",
-             f"Warm start: {summary['warm_start']}. RL: {summary['steps']} steps per method, "
-             f"{default['batch_size']} completions per step in groups of {default['group_size']}, seed {summary['seed']}. "
-             f"Evaluation: {n} samples for each of {first['prompts']} held-out problems at temperature "
-             f"{default['eval']['temperature']} (the final evaluation's generations); each attempt's answer is checked "
-             "by the task's verifier. pass@k: the unbiased estimator per problem, averaged over problems; "
-             "± is the standard error over problems.", "",
+             _setup_line(summary, config) + " Each attempt's answer is checked by the task's verifier; pass@k: the "
+             "unbiased estimator per problem, averaged over problems, ± over problems.", "",
              "Methods: " + "; ".join(f"**{m}**: {METHOD_NOTES[m]}" for m in summary["methods"]) + ".", "",
              f"| policy | first attempt pass@1 | second attempt pass@1 | second - first | fixed | broken | changed "
              f"| first pass@{n} | second pass@{n} | malformed | time (s) |", "|---" * 11 + "|"]
@@ -353,66 +236,110 @@ def two_attempt_markdown(summary: dict, default: dict) -> str:
         for attempt in ATTEMPTS:
             lines.append(f"| {name} | {attempt} | " + " | ".join(f"{v:.3f}" for v in a[attempt]["value"]) + " |")
     lines += ["", "![training curves](curves.png)", "",
-              "Each method's full evaluation report (of the final answer) is in its folder: "
-              + ", ".join(f"[{m}]({Path(r['folder']).name}/eval/final/report.md)" for m, r in summary["methods"].items()), ""]
+              "Each policy's full evaluation report (of the final answer) is in its folder: "
+              + ", ".join(f"[{n}]({r['eval']}/report.md)" for n, r in summary["policies"].items()), ""]
     return "\n".join(lines)
 
 
-def _run_two_attempt(out_dir: str, steps: int, seed: int, methods: tuple[str, ...]) -> dict:
-    from rich.console import Console
+def _print_table(console, summary: dict, task: str) -> None:
     from rich.table import Table
 
-    from bae.evaluation.generations import atomic_write_text, write_generations
+    table = Table(title=f"bae demo{' --task two_attempt' if task == 'two_attempt' else ''}: {summary['steps']} RL "
+                        f"steps per method from one warm start (seed {summary['seed']})")
+    if task == "two_attempt":
+        n = summary["attempts"][WARM]["samples_per_prompt"]
+        columns = ("policy", "first pass@1", "second pass@1", "second - first", f"first pass@{n}", f"second pass@{n}")
+        for column in columns:
+            table.add_column(column, justify="left" if column == "policy" else "right")
+        for name, a in summary["attempts"].items():
+            f, s = a["first"]["value"], a["second"]["value"]
+            table.add_row(name, f"{f[0]:.3f}", f"{s[0]:.3f}", f"{s[0] - f[0]:+.3f}", f"{f[-1]:.3f}", f"{s[-1]:.3f}")
+    else:
+        table.add_column("policy")
+        for f in FIGURES:
+            table.add_column(f, justify="right")
+        for name, r in summary["policies"].items():
+            table.add_row(name, *(f"{r['metrics'][f]['value']:.3f} ± {r['metrics'][f]['se']:.3f}" for f in FIGURES))
+    console.print(table)
 
+
+# ---------------------------------------------------------------------------------------------
+# The harness
+
+
+def run_demo(out_dir: str = "runs/demo", steps: int | None = None, seed: int = 0, methods: tuple[str, ...] | None = None,
+             task: str = "arithmetic", overrides: dict[str, Any] | None = None) -> dict:
+    """Warm start once, evaluate it, train each method from it for `steps` steps (default: the
+    demo's), evaluate each final policy the same way, and write the report into `out_dir`.
+    ``task``: "arithmetic" or "two_attempt"; ``methods``: a subset of the task's (None: all);
+    ``overrides``: settings on top of demo.yaml (see `settings`)."""
+    from rich.console import Console
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # "Writing model shards" / "Loading weights" on every save and load
-    console = Console()
-    default, known = demo_of("two_attempt")
+    from bae import tasks
+    from bae.evaluation.generations import read_generations
+    from bae.evaluation.sampling import load_transformers
+    from bae.io import atomic_write_text
+    from bae.runs.train import evaluate_policy, load_prompts, train
+
+    config = settings(task, overrides)
+    known = TASKS[task]
+    methods = tuple(known) if methods is None else tuple(methods)
     unknown = [m for m in methods if m not in known]
     if unknown or not methods:
-        raise ValueError(f"unknown demo methods {unknown or list(methods)} for --task two_attempt; choose from {list(known)}")
-    out, base, task, policy, start, warm_seconds = _warm_started(default, out_dir, seed, "two-attempt arithmetic", console)
+        raise ValueError(f"unknown demo methods {unknown or list(methods)} for --task {task}; choose from {list(known)}")
+    steps = config["steps"] if steps is None else steps
+    hf_logging.disable_progress_bar()  # "Writing model shards" / "Loading weights" on every save and load
+    console = Console()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = parse({**config, "seed": seed, "output_dir": str(out)}, "demo")
+    the_task = tasks.load(base.task.name, **base.task.options)
 
-    attempts: dict[str, dict] = {}
-    rows = final_generations(base, task, policy)  # the warm start, evaluated the same way as every method
-    write_generations(rows, out / "warm_start_eval" / "generations.jsonl")
-    attempts["warm start"] = attempt_figures(rows, task)
+    start = time.time()
+    console.print(f"[bold]warm start[/] of the tiny policy (supervised, on {base.task.name} demonstrations)")
+    policy = resolve_model("tiny", out / "warm_start", the_task, levels=base.data.levels, seed=seed)
+    warm_seconds = time.time() - start
+    _, held_out = load_prompts(base)
+    model, tokenizer = load_transformers(policy)
+    policies = {WARM: {"metrics": evaluate_policy(base, the_task, held_out, model, tokenizer, "warm_start")["metrics"],
+                       "eval": "eval/warm_start"}}
+    del model
 
-    results, folders, logs, matches = {}, {}, {}, {}
+    logs = {}
     for name in methods:
-        config = method_config(name, out, steps, seed, policy, "two_attempt")
-        folders[name], results[name], logs[name] = _train_one(name, config, console)
-        rows = final_generations(config, task, str(folders[name] / "final"))
-        write_generations(rows, folders[name] / "eval" / "final" / "generations.jsonl")
-        matches[name] = same_as_final_eval(rows, task, folders[name])
-        if not matches[name]:
-            console.print(f"[yellow]warning:[/] {name}: the resampled generations differ from the final evaluation's")
-        attempts[name] = attempt_figures(rows, task)
+        method = method_config(name, out, steps, seed, policy, task, overrides)
+        folder = Path(method.output_dir)
+        shutil.rmtree(folder, ignore_errors=True)  # a demo run always starts afresh from the warm start
+        console.print(f"[bold]{name}[/]: {steps} RL steps")
+        t = time.time()
+        result = train(method, policy=policy)
+        policies[name] = {"metrics": result["metrics"], "seconds": time.time() - t, "folder": str(folder),
+                          "eval": f"{folder.name}/eval/final"}
+        logs[name] = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
 
-    summary = {
-        "task": "two_attempt",
-        "warm_start": f"{warm_seconds:.0f} s, folder {policy}",
-        "steps": steps, "seed": seed, "eval_prompts": default["eval"]["limit"],
-        "methods": {n: {"metrics": r["metrics"], "seconds": r["seconds"], "folder": r["folder"],
-                        "description": METHOD_NOTES[n], "generations_match_final_eval": matches[n]}
-                    for n, r in results.items()},
-        "attempts": attempts,
-        "total_seconds": time.time() - start,
+    generations = {name: read_generations(out / p["eval"] / "generations.jsonl") for name, p in policies.items()}
+    summary: dict[str, Any] = {
+        "task": task, "steps": steps, "seed": seed, "eval_prompts": min(base.eval.limit, len(held_out)),
+        "warm_start": {"seconds": warm_seconds, "folder": policy},
+        "policies": policies,
+        "methods": {n: {**policies[n], "description": METHOD_NOTES[n]} for n in methods},
     }
-    curves_plot(logs, out / "curves.png", task.block_names,
-                extra=(("bae/accuracy", "final-answer accuracy"), ("bae/malformed_rate", "malformed rate")))
-    attempts_plot(attempts, out / "attempts.png")
-    atomic_write_text(out / "report.md", two_attempt_markdown(summary, default))
+    if task == "two_attempt":
+        summary["attempts"] = {name: attempt_figures(rows, the_task) for name, rows in generations.items()}
+        curves_plot(logs, out / "curves.png", the_task.block_names,
+                    extra=(("bae/accuracy", "final-answer accuracy"), ("bae/malformed_rate", "malformed rate")))
+        attempts_plot(summary["attempts"], out / "attempts.png")
+        report = two_attempt_markdown(summary, config)
+    else:
+        curves_plot(logs, out / "curves.png", the_task.block_names)
+        scored = {name: [json.loads(line) for line in (out / p["eval"] / "scores.jsonl").read_text().splitlines()]
+                  for name, p in policies.items()}
+        reliability_grid(scored, policies, out / "reliability.png")
+        report = markdown(summary, config)
+    summary["total_seconds"] = time.time() - start
+    atomic_write_text(out / "report.md", report)
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
-
-    n = attempts["warm start"]["samples_per_prompt"]
-    table = Table(title=f"bae demo --task two_attempt: {steps} RL steps per method from one warm start (seed {seed})")
-    for column in ("policy", "first pass@1", "second pass@1", "second - first", f"first pass@{n}", f"second pass@{n}"):
-        table.add_column(column, justify="left" if column == "policy" else "right")
-    for name, a in attempts.items():
-        f, s = a["first"]["value"], a["second"]["value"]
-        table.add_row(name, f"{f[0]:.3f}", f"{s[0]:.3f}", f"{s[0] - f[0]:+.3f}", f"{f[-1]:.3f}", f"{s[-1]:.3f}")
-    console.print(table)
+    _print_table(console, summary, task)
     console.print(f"report: {out / 'report.md'}  ({summary['total_seconds']:.0f} s in all)")
     return summary

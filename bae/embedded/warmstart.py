@@ -273,8 +273,11 @@ def _two_attempt_demonstrations(config: WarmStartConfig, task: tasks.Task, rows:
     return out
 
 
-def _atomic_save(model, tokenizer, path: Path, record: dict) -> Path:
-    return save_pretrained_dir(path, tokenizer, model, files={RECORD: json.dumps(record, indent=1, default=str) + "\n"})
+def _atomic_save(model, tokenizer, path: Path, record: dict, task: tasks.Task) -> Path:
+    """Weights, tokenizer, the warm start's record and the task record (bae.tasks.RECORD: the task
+    and prompt format the policy was taught, which `bae eval` and `bae fidelity` read)."""
+    return save_pretrained_dir(path, tokenizer, model, files={
+        RECORD: json.dumps(record, indent=1, default=str) + "\n", tasks.RECORD: task.config.model_dump_json(indent=1) + "\n"})
 
 
 def warm_start(config: WarmStartConfig, out_dir: str | os.PathLike, *, log: bool = False) -> Path:
@@ -334,7 +337,7 @@ def warm_start(config: WarmStartConfig, out_dir: str | os.PathLike, *, log: bool
         result = trainer.train()
         model = trainer.model.eval()
         record = {"config": asdict(config), "train": {k: v for k, v in result.metrics.items()}}
-        return _atomic_save(model, tokenizer, out_dir, record)
+        return _atomic_save(model, tokenizer, out_dir, record, task_of(config))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

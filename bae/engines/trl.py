@@ -13,20 +13,25 @@
 What the subclass changes (everything else, generation, accumulation, logging, checkpoints, is
 TRL's):
 
-1. Scoring. The trainer builds one reward function per block ("<block>_reward") from the task, so
-   TRL gathers and logs each block's reward (`rewards/<block>_reward/mean|std`). Each completion
-   is decoded from its sampled ids once per batch (cached), with per-token character offsets
-   (`decode_with_offsets`: incremental decoding of the ids, never a re-encoding of the text, since
-   a sampled sequence need not be the tokenizer's canonical encoding), scored by `task.score`, and
-   its tokens are assigned to blocks by `bae.blocks.token_block_ids(score.partition, offsets)`:
-   tokens after the last tag and EOS belong to the last block, padding (and rows TRL masks out,
-   e.g. `mask_truncated_completions`) get -1.
-2. Advantages. Block rewards, outcomes and scores are gathered over all processes; groups are
-   `num_generations` consecutive completions, as TRL's. `bae.objective.method_token_advantages`
-   gives the per-token advantages of the method ("bae": blockwise with any registered baseline;
-   "rlvr": scalar correctness; "rlcr": scalar sum of block rewards) for the whole gathered batch,
-   and this process keeps its own rows (TRL's process slice). TRL's own scalar advantages are
-   discarded (so `scale_rewards` and `multi_objective_aggregation` have no effect; use `scale`).
+1. Scoring. Once per step, in `_calculate_rewards`, every completion of this process is decoded
+   from its sampled ids with per-token character offsets (bae.blocks.token_offsets: never a
+   re-encoding of the text, since a sampled sequence need not be the tokenizer's canonical
+   encoding), scored by `task.score`, and its tokens are assigned to blocks
+   (bae.blocks.token_block_ids: tokens after the last tag and EOS belong to the last block;
+   padding and rows TRL masks out, e.g. `mask_truncated_completions`, get -1). The result is one
+   bae.batch.ScoredBatch, gathered over all processes (the block ids stay with their process);
+   its [N, K] block rewards are what TRL receives as the rewards of one placeholder reward
+   function per block ("<block>_reward"), so TRL logs `rewards/<block>_reward/mean|std`. The
+   batch is the one hand-off TRL's hook structure forces between `_calculate_rewards` and
+   `_generate_and_score_completions` (`self._scored_batch`, set in the first, consumed in the second).
+2. Advantages. Groups are `num_generations` consecutive completions, as TRL's, read in the mode the
+   step started in (TRL's continuous-batching generation puts the model back in train mode, which
+   `_generate_single_turn` here undoes). `ScoredBatch.advantages` gives the method's [N, K]
+   advantages ("bae": blockwise with any registered baseline; "rlvr": scalar correctness; "rlcr":
+   scalar sum of block rewards) over the whole gathered batch; `bae.objective.spread_advantages`
+   expands this process's rows to tokens; the same [N, K] values are logged. TRL's own scalar
+   advantages are discarded (so `scale_rewards` and `multi_objective_aggregation` have no effect;
+   use `scale`).
 3. Loss weights (method "bae" only). The per-token advantage of token t in block k is
    A_t = a_k / |T_k| * c, where a_k / |T_k| is `token_advantages(aggregation="seq-mean-token-sum")`
    and c > 0 cancels TRL's `loss_type` aggregation, so that every loss type optimises the paper's
@@ -63,33 +68,35 @@ Departures from the paper and choices of ours:
 - With `top_entropy_quantile < 1`, masked tokens still count in |T_k| (TRL's own denominators
   behave the same); with beta != 0 the KL term keeps TRL's aggregation (the paper uses beta = 0).
 - The completions table of `log_completions` shows TRL's scalar advantage, not ours.
-- ECE counts a completion with no stated confidence as confidence 0.0 (as bae.evaluation does).
+- ECE counts a completion with no stated confidence as confidence 0.0 (as bae eval does).
 
 Set the paper's entropy controller in GRPOConfig (`paper_grpo_config` does): use_adaptive_entropy=
 True, entropy_target=0.2, entropy_coef_delta=5e-4; beta=0.0 (no KL).
 
 Metrics logged each step (through TRL's logger, so `report_to` sees them): `rewards/<block>_reward/
-mean|std` (TRL), `bae/<block>/advantage_mean|advantage_std`, `bae/<block>/stratum_size_min|
-stratum_size_mean` (later blocks: sizes of the (group, outcome) strata), `bae/accuracy`,
-`bae/malformed_rate`, `bae/abstain_rate` (tasks with an abstention answer), `bae/confidence_mean`
-(over stated confidences), `bae/ece` (the paper's 11 bins); `entropy` and the rest are TRL's.
+mean|std` (TRL) and bae.batch.ScoredBatch.metrics: `bae/<block>/reward_mean|advantage_mean|
+advantage_std`, `bae/<block>/stratum_size_min|stratum_size_mean` (later blocks: sizes of the
+(group, outcome) strata), `bae/accuracy`, `bae/malformed_rate`, `bae/abstain_rate` (tasks with an
+abstention answer), `bae/confidence_mean` and `bae/ece` (when some completion stated a confidence);
+`entropy` and the rest are TRL's.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Sequence
+import os
+from typing import Any
 
 import numpy as np
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from bae import tasks as _tasks
-from bae.advantages import BASELINES, SCALES, blockwise_advantages
-from bae.blocks import token_block_ids
-from bae.objective import METHODS, method_token_advantages
-from bae.tasks import Score, Task
+from bae.advantages import SCALES, check_options
+from bae.batch import FIELDS, ScoredBatch, score_completions
+from bae.objective import METHODS, spread_advantages
+from bae.paper import PAPER
+from bae.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -101,130 +108,42 @@ LOSS_TYPES = ("grpo", "sapo", "bnpo", "dr_grpo", "dapo", "cispo", "luspo")
 factor c turns their aggregation into the per-block token mean (method "bae")."""
 
 PAPER_CONFIG: dict[str, Any] = dict(
-    learning_rate=1e-6,  # Table 4
-    adam_beta1=0.9,
-    adam_beta2=0.999,
-    weight_decay=0.1,
-    warmup_steps=64,  # linear warmup over 64 steps
-    lr_scheduler_type="constant_with_warmup",  # the paper states only the warmup; our choice after it
-    temperature=1.0,
-    num_generations=32,  # group size
-    beta=0.0,  # no KL
-    scale_rewards="none",  # centred, never divided (BAE's own `scale` defaults to "none" too)
+    learning_rate=PAPER.learning_rate,
+    adam_beta1=PAPER.adam_beta1,
+    adam_beta2=PAPER.adam_beta2,
+    weight_decay=PAPER.weight_decay,
+    warmup_steps=PAPER.warmup_steps,
+    lr_scheduler_type="constant_with_warmup",  # the paper states only the warm-up; our choice after it
+    temperature=PAPER.temperature,
+    num_generations=PAPER.group_size,
+    max_completion_length=PAPER.max_completion_length,
+    beta=PAPER.kl_coef,
+    scale_rewards=PAPER.scale,  # centred, never divided (BAE's own `scale` defaults to "none" too)
     loss_type="grpo",  # per-sequence token mean: for rlvr/rlcr this is BAE with one block
-    use_adaptive_entropy=True,  # dynamic entropy controller, target 0.2 nats, step 5e-4
-    entropy_target=0.2,
-    entropy_coef_delta=5e-4,
+    use_adaptive_entropy=True,  # the dynamic entropy controller
+    entropy_target=PAPER.entropy_target,
+    entropy_coef_delta=PAPER.entropy_coef_delta,
 )
-"""The paper's training settings (Table 4) that GRPOConfig can express. The batch size (2048
-completions per step) depends on the hardware: set per_device_train_batch_size,
-gradient_accumulation_steps and the number of processes so that their product is 2048."""
+"""Table 4 (bae.paper.PAPER) as GRPOConfig fields; bf16 is the caller's (it needs a GPU)."""
+
+MICRO_BATCH = 4
+"""Completions per device micro-batch in `paper_grpo_config`'s default batch layout."""
 
 
 def paper_grpo_config(**overrides: Any) -> GRPOConfig:
     """A GRPOConfig with the paper's settings (PAPER_CONFIG), any field overridden by keyword.
 
-    `output_dir` and the hardware fields (use_cpu, bf16, batch sizes) are the caller's to set.
+    The batch is the paper's 2048 completions per optimizer step: unless either is given,
+    per_device_train_batch_size = 4 and gradient_accumulation_steps = 2048 / (4 x processes), the
+    processes read from WORLD_SIZE (set by accelerate and torchrun), so that one generation batch
+    holds whole groups. `output_dir` and the hardware fields (use_cpu, bf16) are the caller's.
     """
-    return GRPOConfig(**{**PAPER_CONFIG, **overrides})
-
-
-# ---------------------------------------------------------------------------------------------
-# Token offsets from sampled ids
-
-
-def decode_with_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
-    """The text of `ids` (decode with skip_special_tokens=True, as TRL decodes completions) and the
-    (start, end) character span of every token in it.
-
-    Spans come from decoding the ids themselves, never from re-encoding the text: a sampled
-    sequence need not be the canonical encoding (a model may spell a tag letter by letter). Fastest
-    path: each token decoded alone in one batched call, used when the pieces concatenate to the
-    text (byte-level tokenizers, no character split across tokens). Next: incremental decoding over a short sliding window (as vLLM detokenises), ~2 small decodes
-    per token; a token that completes nothing yet (a special token, the first bytes of a multi-byte
-    character) shares the span of the text the next tokens complete, and tokens that never complete
-    any text (EOS at the end) get an empty span at the end. If the pieces do not concatenate to the
-    decoded text (a tokenizer whose decode is not concatenative), the exact fallback decodes every
-    prefix (quadratic). Special tokens get empty spans; `token_block_ids` gives them the block of
-    the token before them.
-    """
-    ids = [int(i) for i in ids]
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", False):
-        def decode(x):
-            return backend.decode(x, skip_special_tokens=True)
-    else:
-        def decode(x):
-            return tokenizer.decode(x, skip_special_tokens=True)
-    offsets = _piece_offsets(backend, ids, text) if backend is not None else None
-    if offsets is None:
-        offsets = _incremental_offsets(decode, ids, text)
-    if offsets is None:
-        offsets = _prefix_offsets(lambda x: tokenizer.decode(x, skip_special_tokens=True), ids, len(text))
-    return text, offsets
-
-
-def _piece_offsets(backend: Any, ids: list[int], text: str) -> list[tuple[int, int]] | None:
-    """Fastest path: every token decoded alone, in one batched call. Exact when the pieces
-    concatenate to the text and none ends inside a multi-byte character (else None)."""
-    pieces = backend.decode_batch([[i] for i in ids], skip_special_tokens=True)
-    if "".join(pieces) != text or any("\ufffd" in p for p in pieces):
-        return None
-    offsets, pos = [], 0
-    for piece in pieces:
-        offsets.append((pos, pos + len(piece)))
-        pos += len(piece)
-    return offsets
-
-
-def _incremental_offsets(decode, ids: list[int], text: str) -> list[tuple[int, int]] | None:
-    offsets: list[tuple[int, int]] = []
-    pos = prefix = read = 0
-    old = ""  # decode(ids[prefix:read])
-    for t in range(len(ids)):
-        new = decode(ids[prefix : t + 1])
-        if len(new) > len(old) and new.startswith(old) and not new.endswith("\ufffd"):
-            piece = new[len(old) :]
-            if text[pos : pos + len(piece)] != piece:
-                return None
-            offsets.extend([(pos, pos + len(piece))] * (t + 1 - len(offsets)))  # pending tokens share it
-            pos += len(piece)
-            prefix, read = read, t + 1
-            old = decode(ids[prefix:read])
-    if pos != len(text):
-        return None
-    offsets.extend([(pos, pos)] * (len(ids) - len(offsets)))
-    return offsets
-
-
-def _prefix_offsets(decode, ids: list[int], length: int) -> list[tuple[int, int]]:
-    offsets, end = [], 0
-    for t in range(len(ids)):
-        start = end
-        end = max(end, min(len(decode(ids[: t + 1])), length))
-        offsets.append((start, end))
-    return offsets
-
-
-@dataclass(frozen=True)
-class ScoredCompletion:
-    """One completion: its text, its Score, and the block id of each of its tokens ([L] int64)."""
-
-    text: str
-    score: Score
-    block_ids: np.ndarray
-
-
-def score_completion(task: Task, tokenizer: Any, ids: Sequence[int], gold: Any) -> ScoredCompletion:
-    """Decode `ids`, score the text with `task`, and map every token to its block."""
-    text, offsets = decode_with_offsets(tokenizer, ids)
-    score = task.score(text, gold)
-    return ScoredCompletion(text, score, token_block_ids(score.partition, offsets))
-
-
-# ---------------------------------------------------------------------------------------------
-# Small helpers
+    settings = dict(PAPER_CONFIG)
+    if "per_device_train_batch_size" not in overrides and "gradient_accumulation_steps" not in overrides:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        settings["per_device_train_batch_size"] = MICRO_BATCH
+        settings["gradient_accumulation_steps"] = max(PAPER.batch_size // (MICRO_BATCH * world), 1)
+    return GRPOConfig(**{**settings, **overrides})
 
 
 def _block_mean(x: torch.Tensor, ids: torch.Tensor, num_blocks: int) -> torch.Tensor:
@@ -236,25 +155,6 @@ def _block_mean(x: torch.Tensor, ids: torch.Tensor, num_blocks: int) -> torch.Te
     mean = (sums / counts.clamp(min=1)).gather(1, index)  # [B, T]
     return torch.where(ids >= 0, mean, x)
 
-
-def _ece(confidence: np.ndarray, correct: np.ndarray) -> float:
-    """ECE over the paper's 11 fixed bins [0, .1), ..., [.9, 1), [1, 1.1)."""
-    if confidence.size == 0:
-        return float("nan")
-    bins = np.clip(np.floor(confidence * 10), 0, 10).astype(np.int64)  # [N]
-    # sum_b (|B_b| / N) |acc_b - conf_b| = sum_b |sum_{B_b} c - sum_{B_b} q| / N
-    gap = np.bincount(bins, weights=correct, minlength=11) - np.bincount(bins, weights=confidence, minlength=11)  # [11]
-    return float(np.abs(gap).sum() / confidence.size)
-
-
-def _strata_sizes(groups: np.ndarray, outcome: np.ndarray) -> np.ndarray:
-    """Sizes of the (group, outcome) strata present in the batch."""
-    _, counts = np.unique(np.stack([groups, outcome], 1), axis=0, return_counts=True)
-    return counts
-
-
-# ---------------------------------------------------------------------------------------------
-# The trainer
 
 
 class BlockwiseGRPOTrainer(GRPOTrainer):
@@ -294,13 +194,11 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
         self.baseline = baseline
         self.baseline_options = dict(baseline_options or {})
         self.scale = scale
-        self._score_cache: dict[tuple[tuple[int, ...], str], ScoredCompletion] = {}
-        self._local_scored: list[ScoredCompletion] | None = None
-        self._ratio_blocks: tuple[torch.Tensor, torch.Tensor | None] | None = None
-        reward_funcs = [self._block_reward_func(k, name) for k, name in enumerate(task.block_names)]
+        self._scored_batch: ScoredBatch | None = None  # this step's batch, from _calculate_rewards to the advantages
+        self._ratio_blocks: tuple[torch.Tensor, torch.Tensor | None] | None = None  # GSPO: set for one loss call
         super().__init__(
-            model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
-            processing_class=processing_class, **kwargs,
+            model=model, reward_funcs=[self._placeholder(name) for name in task.block_names], args=args,
+            train_dataset=train_dataset, processing_class=processing_class, **kwargs,
         )
         # GSPO for bae: TRL computes token ratios of the block-averaged log-probs (see _compute_loss)
         self._block_ratio = method == "bae" and args.importance_sampling_level == "sequence"
@@ -329,11 +227,7 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
             raise ValueError(f"train_dataset needs an {ANSWER_COLUMN!r} column (the gold answer of each prompt) "
                              f"for task.score; it has {list(columns)}")
         if method == "bae":
-            if baseline not in BASELINES:
-                raise ValueError(f"unknown baseline {baseline!r}; registered: {sorted(BASELINES)}")
-            k = task.num_blocks  # a dry run surfaces unknown baseline options now, not at step 1
-            blockwise_advantages(np.zeros((2, k)), np.zeros(2, dtype=np.int64), np.zeros((2, k), dtype=np.int64),
-                                 baseline=baseline, scale=scale, **(baseline_options or {}))
+            check_options(baseline, dict(baseline_options or {}))
             if args.loss_type not in LOSS_TYPES:
                 raise ValueError(
                     f"loss_type={args.loss_type!r} cannot carry blockwise advantages"
@@ -352,98 +246,82 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def _scored(self, ids: Sequence[int], gold: Any) -> ScoredCompletion:
-        key = (tuple(int(i) for i in ids), str(gold))
-        if key not in self._score_cache:
-            self._score_cache[key] = score_completion(self.task, self._tokenizer, key[0], key[1])
-        return self._score_cache[key]
+    @staticmethod
+    def _placeholder(name: str):
+        """A reward function that only names block `name`'s column of the rewards: the trainer's
+        _calculate_rewards scores every block at once and never calls it."""
 
-    def _block_reward_func(self, k: int, name: str):
-        def reward(completion_ids, **kwargs):
-            golds = kwargs.get(ANSWER_COLUMN)
-            if golds is None:
-                raise ValueError(f"the dataset needs an {ANSWER_COLUMN!r} column (gold answers) for task.score")
-            return [self._scored(ids, gold).score.rewards[k] for ids, gold in zip(completion_ids, golds, strict=True)]
+        def reward(*args, **kwargs):
+            raise RuntimeError("BlockwiseGRPOTrainer scores the blocks in _calculate_rewards; this function only names a column")
 
         reward.__name__ = reward.__qualname__ = f"{name}_reward"
         return reward
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        self._score_cache = {}  # scores live for one batch
         golds = [row.get(ANSWER_COLUMN) for row in inputs]
         if any(g is None for g in golds):
             raise ValueError(f"every row needs an {ANSWER_COLUMN!r} value (the gold answer) for task.score")
-        self._local_scored = [self._scored(ids, gold) for ids, gold in zip(completion_ids_list, golds, strict=True)]
-        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        scores, block_ids = score_completions(self.task, self._tokenizer, completion_ids_list, [str(g) for g in golds])
+        local = ScoredBatch.from_scores(scores, np.zeros(len(scores), np.int64), self.task.block_names, block_ids,
+                                        states_confidence=self._states_confidence)
+        self._scored_batch = self._gathered(local)
+        return torch.as_tensor(self._scored_batch.rewards, dtype=torch.float32, device=self.accelerator.device)
+
+    @property
+    def _states_confidence(self) -> bool:
+        return any("confidence" in b.fields for b in self.task.schema.blocks)
+
+    def _gathered(self, local: ScoredBatch) -> ScoredBatch:
+        """The batch of every process, in TRL's global order; the block ids stay this process's."""
+        device = self.accelerator.device
+        fields = {name: torch.as_tensor(np.asarray(getattr(local, name), dtype=np.float64), device=device)
+                  for name in FIELDS}  # float64 holds every field exactly (0/1 flags, small ints, NaN)
+        every = {name: t.cpu().numpy() for name, t in self.accelerator.gather(fields).items()}
+        return local.with_fields(
+            rewards=every["rewards"], outcomes=every["outcomes"].astype(np.int64),
+            correct=every["correct"].astype(bool), confidence=every["confidence"],
+            malformed=every["malformed"].astype(bool), abstained=every["abstained"].astype(bool),
+            groups=np.zeros(len(every["rewards"]), np.int64))
+
+    def _generate_single_turn(self, *args, **kwargs):
+        # TRL's continuous-batching generation ends with model.train(); keep the step's mode
+        training = self.model.training
+        try:
+            return super()._generate_single_turn(*args, **kwargs)
+        finally:
+            self.model.train(training)
 
     # -- advantages -----------------------------------------------------------------------------
 
     def _generate_and_score_completions(self, inputs):
+        mode = "train" if self.model.training else "eval"  # before generation, as TRL reads it
         out = super()._generate_and_score_completions(inputs)
-        scored, self._local_scored = self._local_scored, None
+        batch, self._scored_batch = self._scored_batch, None
         completion_ids = out["completion_ids"]  # [B, C] right-padded
         device = completion_ids.device
         b, c = completion_ids.shape
-        k = self.task.num_blocks
-        if scored is None or len(scored) != b:
+        if batch is None or len(batch.block_ids) != b:
             raise RuntimeError("BlockwiseGRPOTrainer: the scored completions do not match the generated batch")
-
-        loss_mask = out["completion_mask"] * out.get("tool_mask", 1)  # [B, C]
-        ids = torch.full((b, c), -1, dtype=torch.long)  # [B, C] block id per token, -1 padding
-        for i, s in enumerate(scored):
-            n = min(len(s.block_ids), c)
-            ids[i, :n] = torch.from_numpy(s.block_ids[:n])
-        ids = ids.masked_fill(loss_mask.cpu() == 0, -1)
-
-        local = torch.tensor(  # [B, 2K + 4]: rewards, outcomes, correct, confidence (nan if none), malformed, abstained
-            [[*s.score.rewards, *s.score.outcomes, float(s.score.correct),
-              float("nan") if s.score.confidence is None else s.score.confidence, float(s.score.malformed),
-              float(s.score.abstained)]
-             for s in scored], dtype=torch.float64, device=device)
-        table = self.accelerator.gather(local).cpu()  # [N, 2K + 4], all processes, in TRL's global order
-        n = table.shape[0]
-        rewards, outcomes = table[:, :k], table[:, k : 2 * k].long()  # [N, K] each
-        mode = "train" if self.model.training else "eval"
+        n = len(batch)
         g = self.num_generations if mode == "train" else self.num_generations_eval
-        groups = torch.arange(n) // g  # [N]: groups are g consecutive completions
+        batch = batch.with_fields(groups=np.arange(n) // g)  # groups are g consecutive completions
 
+        loss_mask = (out["completion_mask"] * out.get("tool_mask", 1)).cpu()  # [B, C]
+        ids = torch.full((b, c), -1, dtype=torch.long)  # [B, C] block id per token, -1 padding
+        for i, row in enumerate(batch.block_ids):
+            ids[i, : min(len(row), c)] = torch.from_numpy(row[:c])
+        ids = ids.masked_fill(loss_mask == 0, -1)
+
+        adv = batch.advantages(self.method, self.baseline, self.scale, **self.baseline_options)  # [N, K]
         rows = slice(self.accelerator.process_index * b, (self.accelerator.process_index + 1) * b)
-        all_ids = torch.full((n, c), -1, dtype=torch.long)  # [N, C]: other processes' rows stay empty
-        all_ids[rows] = ids
-        aggregation = "seq-mean-token-sum"  # a_k / |T_k|; the loss-type factor c is applied in _compute_loss
-        options = dict(outcomes=outcomes, baseline=self.baseline, scale=self.scale, aggregation=aggregation,
-                       **self.baseline_options)
-        advantages = method_token_advantages(self.method, rewards, groups, all_ids, **options)[rows]  # [B, C]
-        # per-block advantages of every completion, for the logs: each block as a one-token block
-        per_block = method_token_advantages(self.method, rewards, groups, torch.arange(k).expand(n, k), **options)
-
-        out["advantages"] = advantages.to(device=device, dtype=torch.float32)
+        # a_k / |T_k| on each token; the loss type's factor c is applied in _compute_loss
+        tokens = spread_advantages(self.method, adv[rows], ids, aggregation="seq-mean-token-sum")  # [B, C]
+        out["advantages"] = tokens.to(device=device, dtype=torch.float32)
         out["bae_block_ids"] = ids.to(device)
         out["bae_num_completions"] = torch.tensor(float(n), device=device)  # 0-d: reaches every micro-batch
-        self._log_block_metrics(mode, table, per_block.double(), groups)
+        for key, value in batch.metrics(adv, abstain=self.task.config.abstain is not None).items():
+            self._metrics[mode][key].append(value)
         return out
-
-    def _log_block_metrics(self, mode: str, table: torch.Tensor, per_block: torch.Tensor, groups: torch.Tensor) -> None:
-        k = self.task.num_blocks
-        t = table.numpy()
-        outcomes, correct, confidence, malformed = t[:, k : 2 * k], t[:, 2 * k], t[:, 2 * k + 1], t[:, 2 * k + 2]
-        abstained = t[:, 2 * k + 3]
-        adv = per_block.numpy()
-        metrics = self._metrics[mode]
-        for j, name in enumerate(self.task.block_names):
-            metrics[f"bae/{name}/advantage_mean"].append(float(adv[:, j].mean()))
-            metrics[f"bae/{name}/advantage_std"].append(float(adv[:, j].std()))
-            if j > 0:
-                sizes = _strata_sizes(groups.numpy(), outcomes[:, j].astype(np.int64))
-                metrics[f"bae/{name}/stratum_size_min"].append(float(sizes.min()))
-                metrics[f"bae/{name}/stratum_size_mean"].append(float(sizes.mean()))
-        stated = ~np.isnan(confidence)
-        metrics["bae/accuracy"].append(float(correct.mean()))
-        metrics["bae/malformed_rate"].append(float(malformed.mean()))
-        if self.task.config.abstain is not None:
-            metrics["bae/abstain_rate"].append(float(abstained.mean()))
-        metrics["bae/confidence_mean"].append(float(confidence[stated].mean()) if stated.any() else float("nan"))
-        metrics["bae/ece"].append(_ece(np.where(stated, confidence, 0.0), correct))
 
     # -- loss -----------------------------------------------------------------------------------
 

@@ -29,11 +29,16 @@ SYNTHETIC = "synthetic"
 class EvalConfig:
     """What ``bae eval`` evaluates and how. Give either ``generations``, or ``model`` and ``data``."""
 
-    task: str = "self_confidence"
-    """Task name for bae.tasks.get: builds the prompts and scores each completion."""
+    task: str | None = None
+    """The task that builds the prompts and scores each completion: a built-in name, or a YAML /
+    JSON file defining one (bae.tasks.load). None: the task recorded in the model folder (a `bae
+    train` run's final/ or a warm start records its task and prompt format), else self_confidence."""
+    task_options: dict = dataclasses.field(default_factory=dict)
+    """Options of the task (e.g. {"confidence_reward": "bce", "system_prompt": ""}); on top of the
+    recorded task's settings when ``task`` is None."""
     model: str | None = None
-    """Model to sample: a local folder, a hub id, or "tiny" (the embedded offline model, built
-    into out_dir/model). None when ``generations`` is given."""
+    """Model to sample: a local folder or a hub id (the name "tiny" is resolved by bae.embedded,
+    as `bae eval` does, before this config is built). None when ``generations`` is given."""
     data: str | None = None
     """Eval set to sample on: the name of a set shipped with bae (math500, gsm8k, aime), a JSON
     Lines file with problem and answer, or "synthetic" for the arithmetic task's generated set."""
@@ -106,6 +111,19 @@ def _eval_rows(config: EvalConfig) -> list[dict]:
     return read_eval_set(config.data, config.limit)
 
 
+def eval_task(config: EvalConfig):
+    """The task of an evaluation: ``config.task`` (with its options), else the task recorded in
+    the model folder (options on top), else self_confidence."""
+    from bae import tasks
+
+    if config.task is not None:
+        return tasks.load(config.task, **config.task_options)
+    recorded = tasks.load_record(config.model) if config.model and Path(config.model).is_dir() else None
+    if recorded is not None:
+        return tasks.load(recorded, **config.task_options)
+    return tasks.load("self_confidence", **config.task_options)
+
+
 def run_eval(config: EvalConfig) -> dict:
     """Run one evaluation and write its report folder; returns the dict written to metrics.json.
 
@@ -113,10 +131,9 @@ def run_eval(config: EvalConfig) -> dict:
     the report folder, so the run can be scored again); (b) ``generations``: read them (the first
     ``limit`` prompts). Then score with the task and write the report.
     """
-    from bae import tasks
-    from bae.evaluation.sampling import resolve_model, sample_rows
+    from bae.evaluation.sampling import sample_rows
 
-    task = tasks.get(config.task)
+    task = eval_task(config)
     out = Path(config.out_dir)
     if config.generations is not None:
         rows = read_generations(config.generations)
@@ -125,8 +142,10 @@ def run_eval(config: EvalConfig) -> dict:
             rows = [r for r in rows if r["prompt_id"] in keep]
     else:
         eval_rows = _eval_rows(config)
-        model = resolve_model(config.model, out, config.seed)
-        rows = sample_rows(model, task, eval_rows, n=config.n, temperature=config.temperature,
+        if config.model == "tiny":
+            raise ValueError("model 'tiny' is the embedded policy: resolve it with bae.embedded.resolve_model first "
+                             "(as `bae eval --model tiny` does)")
+        rows = sample_rows(config.model, task, eval_rows, n=config.n, temperature=config.temperature,
                            max_new_tokens=config.max_new_tokens, seed=config.seed,
                            batch_size=config.batch_size, backend=config.backend)
         write_generations(rows, out / "generations.jsonl")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from bae.io import atomic_path  # noqa: E402
 
 LABELS = {
     "pass@1": "Pass@1",
@@ -21,17 +21,16 @@ LABELS = {
 }
 
 
-def _save(fig, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def figure(*args, **kwargs):
+    """plt.subplots(*args, **kwargs): (figure, axes) on the Agg backend."""
+    return plt.subplots(*args, **kwargs)
+
+
+def save(fig, path: str | os.PathLike) -> None:
+    """Write `fig` as a PNG at `path` atomically, then close it."""
     try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
 
@@ -60,7 +59,7 @@ def reliability_diagram(table: dict[str, np.ndarray], path: str | os.PathLike, t
     bottom.bar(left, count, width=width, align="edge", edgecolor="black", color="C2")
     bottom.set_xlabel("confidence")
     bottom.set_ylabel("samples")
-    _save(fig, path)
+    save(fig, path)
 
 
 def tts_plot(curves: dict, path: str | os.PathLike, title: str = "") -> None:
@@ -80,7 +79,7 @@ def tts_plot(curves: dict, path: str | os.PathLike, title: str = "") -> None:
     ax.set_title(title or "Test-time scaling")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save(fig, path)
 
 
 def risk_coverage_plot(curve: dict[str, np.ndarray], path: str | os.PathLike, aurc: float, title: str = "") -> None:
@@ -99,4 +98,4 @@ def risk_coverage_plot(curve: dict[str, np.ndarray], path: str | os.PathLike, au
     ax.set_title(title or "Risk-coverage")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save(fig, path)

@@ -14,8 +14,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import importlib.util
-import os
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -27,19 +25,6 @@ BACKENDS = ("auto", "transformers", "vllm")
 def vllm_available() -> bool:
     """vLLM importable and a CUDA GPU present."""
     return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
-
-
-def resolve_model(model: str, out_dir: str | os.PathLike, seed: int = 0) -> str:
-    """The folder or hub id to load. "tiny" builds and saves the embedded tiny model into
-    ``out_dir/model`` (once; an existing one is reused) and returns that folder."""
-    if model != "tiny":
-        return model
-    from bae.embedded.tiny import save_tiny
-
-    path = Path(out_dir) / "model"
-    if not (path / "config.json").is_file():
-        save_tiny(path, seed=seed)
-    return str(path)
 
 
 def load_transformers(model: str):

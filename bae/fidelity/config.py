@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bae.tasks import MALFORMED_OUTCOME
 
@@ -26,13 +26,14 @@ class FidelityConfig:
     """What `bae fidelity` samples and how (defaults: the tiny policy on CPU in a few minutes)."""
 
     model: str = "tiny"
-    """"tiny" (the embedded policy after its supervised warm start, done once into
-    out_dir/warm_start), a local folder (e.g. a `bae train` run's final/), or a hub id."""
-    task: str = "arithmetic"
-    """Built-in task name (bae.tasks.get); its second block is the one compared."""
-    system_prompt: str | None = None
-    """The task's system prompt; None: "" for "tiny" and for folders whose warmstart.json or
-    ../config.json (a `bae train` run) says so, else the task's own."""
+    """A local folder (e.g. a `bae train` run's final/) or a hub id; "tiny" (the embedded policy
+    after its supervised warm start, done once into out_dir/warm_start) is resolved by
+    bae.embedded before the run (as `bae fidelity` does)."""
+    task: str | None = None
+    """A two-block task: a built-in name or a YAML / JSON task file (bae.tasks.load); its second
+    block is the one compared. None: the task recorded in the model folder, else arithmetic."""
+    task_options: dict = field(default_factory=dict)
+    """Options of the task (e.g. {"system_prompt": ""}); on top of the recorded task's when task is None."""
     data: str | None = None
     """Eval set (JSON Lines with problem and answer); None: synthetic arithmetic problems."""
     levels: tuple[int, ...] = (1, 2)

@@ -5,7 +5,6 @@ See bae.fidelity for what is measured and the rules.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict
@@ -20,40 +19,23 @@ from bae.fidelity.report import write_report
 from bae.fidelity.statistics import estimator_errors, stratum_sizes, summarize_errors
 
 
-def _system_prompt(config: FidelityConfig, model_path: str) -> str | None:
-    if config.system_prompt is not None:
-        return config.system_prompt
-    if config.model == "tiny":
-        return ""
-    folder = Path(model_path)
-    record = folder / "warmstart.json"
-    if record.is_file():
-        return json.loads(record.read_text()).get("config", {}).get("system_prompt")
-    run_config = folder.parent / "config.json"
-    if run_config.is_file():
-        options = json.loads(run_config.read_text()).get("task", {})
-        if isinstance(options, dict) and "system_prompt" in options.get("options", {}):
-            return options["options"]["system_prompt"]
-    return None
+def fidelity_task(config: FidelityConfig):
+    """The task compared: config.task (with its options), else the model folder's recorded task
+    (bae.tasks.RECORD, options on top), else arithmetic."""
+    from bae import tasks
+
+    if config.task is not None:
+        return tasks.load(config.task, **config.task_options)
+    recorded = tasks.load_record(config.model) if Path(config.model).is_dir() else None
+    return tasks.load(recorded if recorded is not None else "arithmetic", **config.task_options)
 
 
-def _resolve_model(config: FidelityConfig) -> str:
-    if config.model != "tiny":
-        return config.model
-    from bae.embedded.warmstart import WarmStartConfig, warm_start
-
-    folder = Path(config.out_dir) / "warm_start"
-    if (folder / "config.json").is_file():
-        return str(folder)
-    return str(warm_start(WarmStartConfig(system_prompt="", levels=config.levels, seed=config.seed), folder))
-
-
-def _rows(config: FidelityConfig) -> list[dict]:
+def _rows(config: FidelityConfig, task) -> list[dict]:
     if config.data is None:
         from bae.tasks import arithmetic
 
-        if not config.task.startswith("arithmetic"):
-            raise ValueError(f"task {config.task!r} needs an eval set: give data (JSON Lines with problem and answer)")
+        if not task.name.startswith("arithmetic"):
+            raise ValueError(f"task {task.name!r} needs an eval set: give data (a shipped set or JSON Lines with problem and answer)")
         return arithmetic.generate(config.prompts, seed=12345 + config.seed, levels=config.levels)
     from bae.evaluation.generations import read_eval_set
 
@@ -105,7 +87,6 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
     Returns the metrics (as metrics.json): {"config", "rules", "setup", "block1", "groups": {G:
     {"estimators": {name: {stratum: summary}}, "singletons": {stratum: fraction}}}, "timings"}.
     """
-    from bae import tasks
     from bae.evaluation.sampling import load_transformers, render_prompt, sample_rows
 
     from transformers.utils import logging as hf_logging
@@ -113,13 +94,15 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
     hf_logging.disable_progress_bar()  # "Loading weights" bars
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    model_path = _resolve_model(config)
+    if config.model == "tiny":
+        raise ValueError("model 'tiny' is the embedded policy: resolve it with bae.embedded.resolve_model first "
+                         "(as `bae fidelity --model tiny` does)")
+    model_path = config.model
+    task = fidelity_task(config)
     timings["model"] = time.perf_counter() - t0
-    system_prompt = _system_prompt(config, model_path)
-    task = tasks.get(config.task) if system_prompt is None else tasks.get(config.task, system_prompt=system_prompt)
     if task.num_blocks != 2:
-        raise ValueError(f"task {config.task!r} has {task.num_blocks} blocks; fidelity compares the second of two")
-    rows = _rows(config)
+        raise ValueError(f"task {task.name!r} has {task.num_blocks} blocks; fidelity compares the second of two")
+    rows = _rows(config, task)
     policy, tokenizer = load_transformers(model_path)
     gmax = config.pool
 

@@ -86,10 +86,10 @@ def error_plot(errors: dict[str, np.ndarray], strata: dict[str, np.ndarray], pat
                title: str = "") -> None:
     """Per stratum, the distribution (box: quartiles, whiskers 5-95%, diamond: mean) of the error
     A_hat - A_MC of each estimator, as the paper's Figure 1."""
-    from bae.evaluation.plots import _save, plt
+    from bae.evaluation.plots import figure, save
 
     names = list(errors)
-    fig, axes = plt.subplots(1, len(strata), figsize=(4.5 * len(strata), 4), sharey=True, squeeze=False)
+    fig, axes = figure(1, len(strata), figsize=(4.5 * len(strata), 4), sharey=True, squeeze=False)
     for ax, (sname, mask) in zip(axes[0], strata.items()):
         data = [errors[n][mask] for n in names]
         if mask.any():
@@ -104,16 +104,16 @@ def error_plot(errors: dict[str, np.ndarray], strata: dict[str, np.ndarray], pat
     axes[0][0].set_ylabel("A_hat - A_MC (block 2)")
     fig.suptitle(title or "Advantage error against the Monte-Carlo reference")
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def sweep_plot(result: dict, path: str | os.PathLike) -> None:
     """RMSE (± se) of each estimator against the group size, one panel per stratum."""
-    from bae.evaluation.plots import _save, plt
+    from bae.evaluation.plots import figure, save
 
     gs = [int(g) for g in result["groups"]]
     names = list(next(iter(result["groups"].values()))["estimators"])
-    fig, axes = plt.subplots(1, len(STRATA), figsize=(4.5 * len(STRATA), 4), sharey=True)
+    fig, axes = figure(1, len(STRATA), figsize=(4.5 * len(STRATA), 4), sharey=True)
     for ax, stratum in zip(axes, STRATA):
         for name in names:
             v = [result["groups"][str(g)]["estimators"][name][stratum] for g in gs]
@@ -126,7 +126,7 @@ def sweep_plot(result: dict, path: str | os.PathLike) -> None:
     axes[0].set_ylabel("RMSE of A_hat - A_MC (block 2)")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def write_report(result, samples, scores, prefix_of, conts, cont_rewards, mc_values, a_mc, errors_at, strata, config) -> None:

@@ -1,7 +1,7 @@
 """Typed configuration of `bae train`, validated from YAML before any compute starts.
 
 An unknown key or a bad value raises ConfigError naming the key (e.g. `train.group_size`), so a typo
-never silently falls back to a default. Defaults follow the paper (PAPER.md, Table 4) where the
+never silently falls back to a default. Defaults are the paper's Table 4 (bae.paper.PAPER) where the
 paper sets a value; the embedded demo overrides them for CPU (configs/demo.yaml).
 """
 
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bae.advantages import BASELINES
 from bae.objective import METHODS
+from bae.paper import PAPER
 
 
 class ConfigError(ValueError):
@@ -94,18 +95,19 @@ class TrainConfig(Strict):
     """Options of the baseline, e.g. {shrink: 2.0} for ocb_shrink."""
     scale: Literal["none", "group", "batch"] = "none"
     """Advantage scaling; the paper: none (centred, not divided)."""
-    group_size: int = Field(32, ge=2)
+    group_size: int = Field(PAPER.group_size, ge=2)
     """Completions per prompt (paper: 32)."""
-    batch_size: int = Field(2048, ge=2)
+    batch_size: int = Field(PAPER.batch_size, ge=2)
     """Completions per optimisation step (paper: 2048); a multiple of group_size."""
     steps: int = Field(1024, ge=1)
-    learning_rate: float = Field(1e-6, gt=0)
+    learning_rate: float = Field(PAPER.learning_rate, gt=0)
     """Paper: 1e-6 with 64 warm-up steps."""
-    warmup_steps: int = Field(64, ge=0)
-    temperature: float = Field(1.0, gt=0)
-    max_completion_length: int = Field(4096, ge=1)
-    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo"] = "grpo"
-    """TRL loss type; every one is reweighted so it optimises the paper's per-block token mean."""
+    warmup_steps: int = Field(PAPER.warmup_steps, ge=0)
+    temperature: float = Field(PAPER.temperature, gt=0)
+    max_completion_length: int = Field(PAPER.max_completion_length, ge=1)
+    loss_type: str = "grpo"
+    """TRL loss type (bae.engines.trl.LOSS_TYPES); under method bae every one is reweighted to the
+    paper's per-block token mean."""
     seed: int = 0
     output_dir: str = "runs/train"
     checkpoint_interval: int = Field(100, ge=1)
@@ -120,6 +122,15 @@ class TrainConfig(Strict):
         choices = {"method": METHODS, "baseline": BASELINES}[info.field_name]
         if v not in choices:
             raise ValueError(f"unknown {info.field_name} {v!r}; choose one of {sorted(choices)}")
+        return v
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_loss_type(cls, v: str) -> str:
+        from bae.engines.trl import LOSS_TYPES
+
+        if v not in LOSS_TYPES:
+            raise ValueError(f"unknown loss_type {v!r}; choose one of {list(LOSS_TYPES)}")
         return v
 
     @field_validator("trl")

@@ -52,24 +52,6 @@ def load_prompts(config: TrainConfig) -> tuple[list[dict], list[dict]]:
     return train, held_out
 
 
-def resolve_policy(config: TrainConfig, task) -> str:
-    """The model folder to train: "tiny" is warm-started once into output_dir/warm_start, on the
-    run's own task (arithmetic or arithmetic_two_attempt), prompt format (system prompt), difficulty
-    levels and abstention answer (task option ``abstain``: the warm start then abstains on 10%)."""
-    if config.model != "tiny":
-        return config.model
-    from bae.embedded.warmstart import WarmStartConfig, warm_start
-
-    if task.name not in ("arithmetic", "arithmetic_two_attempt"):
-        raise ValueError(f"model 'tiny' is warm-started on the arithmetic tasks only "
-                         f"(arithmetic, arithmetic_two_attempt), not {task.name!r}")
-    folder = Path(config.output_dir) / "warm_start"
-    if (folder / "config.json").is_file():
-        return str(folder)
-    return str(warm_start(WarmStartConfig(task=task.name, system_prompt=task.system_prompt, levels=config.data.levels,
-                                          abstain=task.config.abstain, seed=config.seed), folder))
-
-
 def batch_layout(config: TrainConfig) -> tuple[int, int]:
     """(per_device_train_batch_size, gradient_accumulation_steps) such that
     per_device x accumulation x processes == batch_size completions per optimizer step; either may
@@ -171,23 +153,28 @@ def _eval_callback(config: TrainConfig, task, held_out: list[dict], tokenizer):
 
 
 def evaluate_policy(config: TrainConfig, task, held_out: list[dict], model, tokenizer, name: str) -> dict:
-    """Sample eval.n completions per held-out prompt and write output_dir/eval/<name>/."""
-    from bae.evaluation import evaluate_generations
+    """Sample eval.n completions per held-out prompt and write output_dir/eval/<name>/: the report
+    of bae eval and the sampled generations.jsonl (so the evaluation can be scored again)."""
+    from bae.evaluation import evaluate_generations, write_generations
     from bae.evaluation.sampling import sample_rows
 
     rows = sample_rows((model, tokenizer), task, held_out[: config.eval.limit], n=config.eval.n,
                        temperature=config.eval.temperature, max_new_tokens=config.max_completion_length,
                        seed=config.seed, progress=False)
-    return evaluate_generations(rows, task, Path(config.output_dir) / "eval" / name,
-                                bootstrap=config.eval.bootstrap, seed=config.seed)
+    folder = Path(config.output_dir) / "eval" / name
+    write_generations(rows, folder / "generations.jsonl")
+    return evaluate_generations(rows, task, folder, bootstrap=config.eval.bootstrap, seed=config.seed)
 
 
-def _save_atomically(trainer, folder: Path) -> None:
+def _save_atomically(trainer, task, folder: Path) -> None:
+    """The trained policy, its tokenizer and its task record (bae.tasks.RECORD), as one folder."""
+    from bae import tasks
     from bae.io import replace_dir, temporary_dir_for
 
     tmp = temporary_dir_for(folder)
     trainer.save_model(str(tmp))
     trainer.processing_class.save_pretrained(str(tmp))
+    tasks.save_record(task, tmp)
     replace_dir(tmp, folder)
 
 
@@ -236,15 +223,18 @@ def _finished(config: TrainConfig, out: Path) -> dict:
 
     from bae import tasks
 
-    task = tasks.get(config.task.name, **config.task.options)
+    task = tasks.load(config.task.name, **config.task.options)
     _, held_out = load_prompts(config)
     tokenizer = AutoTokenizer.from_pretrained(out / "final")
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     return evaluate_policy(config, task, held_out, model, tokenizer, "final")
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict:
-    """Run (or resume) one training run; returns the final evaluation's metrics."""
+def train(config: TrainConfig, resume: bool = False, policy: str | None = None) -> dict:
+    """Run (or resume) one training run; returns the final evaluation's metrics.
+
+    `policy`: the model folder or hub id to train (default: config.model). The name "tiny" is
+    resolved by bae.embedded (bae.embedded.train, which `bae train` runs), not here."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from transformers.utils import logging as hf_logging
@@ -264,9 +254,12 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     atomic_write_text(out / "config.json", config.model_dump_json(indent=2))
 
     hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars on every load and save
-    task = tasks.get(config.task.name, **config.task.options)
+    task = tasks.load(config.task.name, **config.task.options)
     train_rows, held_out = load_prompts(config)
-    policy = resolve_policy(config, task)
+    policy = policy or config.model
+    if policy == "tiny":
+        raise ValueError("model 'tiny' is the embedded policy: run bae.embedded.train(config) (as `bae train` does), "
+                         "which warm-starts it first")
     tokenizer = AutoTokenizer.from_pretrained(policy)
     model = AutoModelForCausalLM.from_pretrained(policy)
     dataset = Dataset.from_list([{"prompt": task.format_prompt(r["problem"]), "answer": r["answer"]} for r in train_rows])
@@ -278,5 +271,5 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress bar shows them
     trainer.train(resume_from_checkpoint=checkpoint)
-    _save_atomically(trainer, out / "final")
+    _save_atomically(trainer, task, out / "final")
     return evaluate_policy(config, task, held_out, trainer.model, tokenizer, "final")

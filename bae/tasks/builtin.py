@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import json
+from pathlib import Path
+from typing import Any, Callable
 
 from bae.tasks.schema import BlockSpec, TaskConfig
 from bae.tasks.task import Task
@@ -113,3 +115,60 @@ def get(name: str, **options) -> Task:
 def from_config(config: dict | TaskConfig) -> Task:
     """A K-block task from a config mapping (validated; errors name the offending key)."""
     return Task(config if isinstance(config, TaskConfig) else TaskConfig.model_validate(config))
+
+
+RECORD = "bae_task.json"
+"""The file in a model folder bae wrote (a warm start, a `bae train` run's final/) that holds the
+task it was trained on: the full TaskConfig, prompt format (system prompt) included."""
+
+
+def save_record(task: Task, folder: str | Path) -> Path:
+    """Write `task`'s config into folder/bae_task.json (atomically)."""
+    from bae.io import atomic_write_text
+
+    path = Path(folder) / RECORD
+    atomic_write_text(path, task.config.model_dump_json(indent=1) + "\n")
+    return path
+
+
+def load_record(folder: str | Path) -> Task | None:
+    """The task recorded in a model folder (None when the folder has no record, e.g. a hub id)."""
+    path = Path(folder) / RECORD
+    if not path.is_file():
+        return None
+    try:
+        return from_config(json.loads(path.read_text()))
+    except ValueError as err:  # invalid JSON or a config the schema rejects
+        raise ValueError(f"{path}: not a task record bae can read ({err})") from None
+
+
+def load(spec: str | dict | Task, **options: Any) -> Task:
+    """A task from what a user names: a Task; a built-in name (with `options`); a mapping in the
+    TaskConfig schema (name, blocks, outcomes, verifier, system_prompt, malformed, abstain); or a
+    YAML / JSON file holding such a mapping. For a task defined by a mapping or a file, `options`
+    override its top-level keys (e.g. system_prompt). Errors name the offending key or file."""
+    if isinstance(spec, Task):
+        unknown = sorted(set(options) - set(TaskConfig.model_fields))
+        if unknown:
+            raise ValueError(f"options {unknown} do not apply to the defined task {spec.name!r} (it takes "
+                             f"{sorted(TaskConfig.model_fields)}); name a built-in task to use its builder's options")
+        return from_config({**spec.config.model_dump(), **options}) if options else spec
+    if isinstance(spec, dict):
+        return from_config({**spec, **options})
+    if isinstance(spec, str) and spec.lower().endswith((".yaml", ".yml", ".json")):
+        import yaml
+
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(f"task file {spec!r}: no such file")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"task file {spec}: not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"task file {spec}: expected a mapping (name, blocks, outcomes, ...), got {type(raw).__name__}")
+        try:
+            return from_config({**raw, **options})
+        except ValueError as err:
+            raise ValueError(f"task file {spec}: {err}") from None
+    return get(spec, **options)

@@ -1,0 +1,127 @@
+"""ScoredBatch: one step's scored completions, built once and read by every consumer of the step.
+
+    batch = ScoredBatch.from_scores(scores, groups, block_ids)       # task.score of each completion
+    adv = batch.advantages("bae", baseline="ocb")                    # [N, K] (bae.objective)
+    tokens = spread_advantages("bae", adv, batch.block_ids, "seq-mean-token-mean")   # [N, T]
+    logs = batch.metrics(adv)                                        # bae/<block>/..., bae/ece, ...
+
+Both engines build one (TRL from its sampled ids, verl from the reward manager's per-row extra
+info) and log the same metrics from it, so a figure means the same thing in either engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from bae.advantages import strata
+from bae.blocks import token_block_ids, token_offsets
+from bae.metrics import ece
+from bae.objective import method_advantages
+
+def score_completions(task: Any, tokenizer: Any, completion_ids: Sequence[Sequence[int]], golds: Sequence[Any]
+                      ) -> tuple[list[Any], list[np.ndarray]]:
+    """Score sampled completions from their token ids: (one task Score each, the block id of each
+    of their tokens [L_i] int64). Each completion is decoded from its own ids (bae.blocks.
+    token_offsets: never a re-encoding of the text), scored by task.score, and its tokens are
+    mapped to blocks by bae.blocks.token_block_ids (tokens after the last tag and EOS belong to the
+    last block)."""
+    scores, ids = [], []
+    for row, gold in zip(completion_ids, golds, strict=True):
+        text, offsets = token_offsets(tokenizer, row)
+        score = task.score(text, gold)
+        scores.append(score)
+        ids.append(token_block_ids(score.partition, offsets))
+    return scores, ids
+
+
+FIELDS = ("rewards", "outcomes", "correct", "confidence", "malformed", "abstained")
+"""The per-row arrays of a ScoredBatch (what an engine gathers across processes)."""
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """Per-row figures of N scored completions of a K-block task.
+
+    rewards [N, K] float64: reward of each block. outcomes [N, K] int64: column k is the outcome of
+    the prefix before block k (column 0 is 0; -1: that prefix is malformed). groups [N]: prompt of
+    each row (any comparable ids). correct, malformed, abstained [N] bool. confidence [N] float64:
+    the stated confidence, NaN where none was stated (or the task has none). block_ids: [N', T]
+    token block ids (-1 padding) of the rows whose tokens this process holds, or None.
+    block_names: the task's block names (the metric keys).
+    """
+
+    rewards: np.ndarray
+    outcomes: np.ndarray
+    groups: np.ndarray
+    correct: np.ndarray
+    confidence: np.ndarray
+    malformed: np.ndarray
+    abstained: np.ndarray
+    block_names: tuple[str, ...]
+    block_ids: Any = None
+    states_confidence: bool = True
+    """Whether the task has a confidence to state (else no calibration figure is logged)."""
+
+    @classmethod
+    def from_scores(cls, scores: Sequence[Any], groups: Any, block_names: Sequence[str], block_ids: Any = None,
+                    states_confidence: bool = True) -> "ScoredBatch":
+        """From bae.tasks.Score objects (one per completion)."""
+        k = len(block_names)
+        return cls(
+            rewards=np.array([s.rewards for s in scores], dtype=np.float64).reshape(-1, k),
+            outcomes=np.array([s.outcomes for s in scores], dtype=np.int64).reshape(-1, k),
+            groups=np.asarray(groups),
+            correct=np.array([s.correct for s in scores], dtype=bool),
+            confidence=np.array([np.nan if s.confidence is None else s.confidence for s in scores], dtype=np.float64),
+            malformed=np.array([s.malformed for s in scores], dtype=bool),
+            abstained=np.array([s.abstained for s in scores], dtype=bool),
+            block_names=tuple(block_names), block_ids=block_ids, states_confidence=states_confidence,
+        )
+
+    def __len__(self) -> int:
+        return self.rewards.shape[0]
+
+    def with_fields(self, **fields: Any) -> "ScoredBatch":
+        return replace(self, **fields)
+
+    def advantages(self, method: str = "bae", baseline: str = "ocb", scale: str = "none", **options: Any) -> np.ndarray:
+        """[N, K] advantages of `method` (bae.objective.method_advantages) over this batch's groups."""
+        return method_advantages(method, self.rewards, self.groups, self.outcomes, baseline=baseline, scale=scale,
+                                 **options)
+
+    def metrics(self, advantages: np.ndarray | None = None, abstain: bool = False) -> dict[str, float]:
+        """The figures both engines log each step, keyed as they appear in the logs.
+
+        Per block: bae/<block>/reward_mean, advantage_mean and advantage_std (of the unweighted
+        A[i, k], population std), and for k >= 2 stratum_size_min / stratum_size_mean (sizes of
+        the (group, outcome) strata present). Then bae/accuracy, bae/malformed_rate,
+        bae/abstain_rate (when `abstain`: the task has an abstention answer), and, when the task has
+        a confidence and at least one completion stated one, bae/confidence_mean (over stated
+        confidences) and bae/ece (the paper's 11 bins, a missing confidence counted as 0, as in
+        bae eval). With no stated confidence (all malformed, say) neither is logged: an ECE of a
+        batch that claims nothing means nothing.
+        """
+        out: dict[str, float] = {}
+        if not len(self):
+            return out
+        for k, name in enumerate(self.block_names):
+            out[f"bae/{name}/reward_mean"] = float(self.rewards[:, k].mean())
+            if advantages is not None:
+                out[f"bae/{name}/advantage_mean"] = float(advantages[:, k].mean())
+                out[f"bae/{name}/advantage_std"] = float(advantages[:, k].std())
+            if k > 0:
+                sizes = np.bincount(strata(self.groups, self.outcomes[:, k])[0])  # [S]
+                out[f"bae/{name}/stratum_size_min"] = float(sizes.min())
+                out[f"bae/{name}/stratum_size_mean"] = float(sizes.mean())
+        out["bae/accuracy"] = float(self.correct.mean())
+        out["bae/malformed_rate"] = float(self.malformed.mean())
+        if abstain:
+            out["bae/abstain_rate"] = float(self.abstained.mean())
+        stated = ~np.isnan(self.confidence)
+        if self.states_confidence and stated.any():
+            out["bae/confidence_mean"] = float(self.confidence[stated].mean())
+            out["bae/ece"] = ece(np.where(stated, self.confidence, 0.0), self.correct.astype(np.float64))
+        return out
