@@ -10,6 +10,11 @@ What it registers with verl (at import, in every process that imports this modul
 - v1 trainers "bae_sync", "bae_colocate_async", "bae_separate_async": verl's own trainers of those
   modes whose `_compute_advantage` forwards the per-row reward_extra_info to the estimator.
 
+The launcher (`python -m bae.engines.verl`, `launch`) hands verl's run_ppo `BAETaskRunner`, whose
+Ray process imports this module before verl looks the trainer up (see BAETaskRunnerV1); reward
+workers import it through `reward.reward_manager.module.path=pkg://bae.engines.verl`. Registering
+in the driver alone does nothing for those processes (docs/verl.md: which process needs bae).
+
 Why a trainer extension: verl's compute_advantage calls a registered estimator with
 token_level_rewards, response_mask, config and index (uid) only; the per-block rewards, outcomes and
 block boundaries live in each row's extra_fields["reward_extra_info"], which the v1 trainer never
@@ -385,33 +390,102 @@ def _register() -> None:
         register_trainers()
 
 
+def check_launch(config: Any) -> str:
+    """Refuse (ValueError), in the process that calls it, a run whose bae pieces verl would not find
+    here or could not use; return a one-line report of what this process has registered.
+
+    Called by the launcher in the driver (before Ray starts) and by BAETaskRunner in its own Ray
+    process, before verl looks the trainer up. What it refuses, each of which would otherwise fail
+    only once Ray, TransferQueue and the workers are up (most at the first advantage step):
+    - trainer.v1.trainer_mode or a bae_* algorithm.adv_estimator that this process does not know;
+    - a bae_* estimator with a trainer that does not forward the block data (not bae_<mode>);
+    - an actor loss layout under which the per-block token mean cannot be reproduced (loss_layout);
+    - a reward manager other than BAERewardManager (or a subclass), and `source=register,
+      name=bae`: verl resolves the reward manager inside each reward worker, a process that never
+      imports bae; `source=importlib` with `module.path=pkg://bae.engines.verl` imports it there.
+    """
+    import os
+
+    if _V1_ERROR is not None:
+        raise ImportError(f"bae: verl's v1 trainer is not importable ({_V1_ERROR})") from _V1_ERROR
+    mode = str(config.trainer.v1.trainer_mode)
+    trainer_cls = _get_trainer_cls(mode)  # verl's own message when unknown
+    estimator = str(config.algorithm.adv_estimator)
+    if estimator.startswith(PREFIX) or estimator in ESTIMATORS:
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"bae: unknown estimator algorithm.adv_estimator={estimator}; registered: {sorted(ESTIMATORS)}")
+        core_algos.get_adv_estimator_fn(estimator)
+        if not issubclass(trainer_cls, BlockwiseAdvantageMixin):
+            raise ValueError(f"bae: algorithm.adv_estimator={estimator} reads the per-block data that only the bae "
+                             f"trainers forward; set trainer.v1.trainer_mode={PREFIX}{base_trainer_mode(mode)} "
+                             f"(one of {sorted(TRAINERS)}), not {mode}")
+        loss_layout(config.actor_rollout_ref.actor)
+        manager = config.reward.reward_manager
+        if manager.source == "register" and manager.name == "bae":
+            raise ValueError("bae: reward.reward_manager.source=register with name=bae is looked up inside each reward "
+                             "worker, which never imports bae; use source=importlib, name=BAERewardManager, "
+                             "module.path=pkg://bae.engines.verl (docs/verl.md)")
+        from verl.trainer.ppo.reward import resolve_reward_manager_cls
+
+        manager_cls = resolve_reward_manager_cls(config)
+        if not (isinstance(manager_cls, type) and issubclass(manager_cls, BAERewardManager)):
+            raise ValueError(f"bae: algorithm.adv_estimator={estimator} needs the per-block rewards that "
+                             f"BAERewardManager writes; reward.reward_manager resolves to {manager_cls!r}")
+    return (f"bae.engines.verl (pid {os.getpid()}): trainer {mode} -> {trainer_cls.__name__}, estimator {estimator}; "
+            f"registered trainers {sorted(TRAINERS)}, estimators {sorted(ESTIMATORS)}")
+
+
 if _V1_ERROR is None:
     import ray as _ray
 
-    @_ray.remote
-    class BAETaskRunner(_TaskRunnerV1.__ray_actor_class__):
-        """verl's TaskRunnerV1, defined here so that the Ray actor imports this module (and with it
-        our estimators and trainers) before it looks them up."""
+    class BAETaskRunnerV1(_TaskRunnerV1.__ray_actor_class__):
+        """verl's TaskRunnerV1 whose `run` first makes sure this process has bae registered.
+
+        Ray ships the actor's class to the actor process with cloudpickle. A class that is
+        importable under its own name (this one: bae.engines.verl.BAETaskRunnerV1) is shipped by
+        reference, so unpickling it imports this module in the actor, and with it every
+        registration; `run` imports the module by name again, so a subclass shipped by value
+        (one defined in a user's __main__) registers too, then refuses what check_launch refuses
+        before verl looks the trainer up. (A class decorated with @ray.remote in place is not
+        importable by its name, since the name then holds the ActorClass: it travels by value and
+        the actor never imports the module that defined it.)
+        """
+
+        def run(self, config):
+            import bae.engines.verl as bv  # by name: runs the registrations in this process
+
+            print(bv.check_launch(config), flush=True)
+            return super().run(config)
+
+    BAETaskRunner = _ray.remote(BAETaskRunnerV1)  # the actor class to hand to verl's run_ppo
 
 
-def main() -> None:
-    """`python -m bae.engines.verl <hydra overrides>`: verl's main_ppo with BAETaskRunner."""
+def launch(config: Any) -> None:
+    """Run verl's PPO on a composed ppo_trainer config, as verl's main_ppo does, with BAETaskRunner:
+    auto_set_device, validate_config, check_launch (here, before Ray starts), then
+    run_ppo(config, task_runner_class=BAETaskRunner), which starts Ray unless it is running."""
     if _V1_ERROR is not None:
         raise ImportError(f"bae: verl's v1 trainer is not importable ({_V1_ERROR})") from _V1_ERROR
-    import hydra
-
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
+    auto_set_device(config)
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    if not config.trainer.use_v1:
+        raise ValueError("bae: the blockwise estimators need the v1 trainer (trainer.use_v1=true)")
+    check_launch(config)
+    run_ppo(config, task_runner_class=BAETaskRunner)
+
+
+def main() -> None:
+    """`python -m bae.engines.verl <hydra overrides>`: verl's main_ppo with BAETaskRunner (see launch)."""
+    import hydra
+
     @hydra.main(config_path="pkg://verl.trainer.config", config_name="ppo_trainer", version_base=None)
     def _main(config):
-        auto_set_device(config)
-        validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-        if not config.trainer.use_v1:
-            raise ValueError("bae: the blockwise estimators need the v1 trainer (trainer.use_v1=true)")
-        run_ppo(config, task_runner_class=BAETaskRunner)
+        launch(config)
 
     _main()
 
