@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bae.advantages import strata
-from bae.blocks import token_block_ids, token_offsets
+from bae.blocks import block_ids_from_starts, token_block_ids, token_offsets
 from bae.metrics import ece
 from bae.objective import method_advantages
 
@@ -62,6 +62,9 @@ class ScoredBatch:
     abstained: np.ndarray
     block_names: tuple[str, ...]
     block_ids: Any = None
+    block_starts: Any = None
+    """[N, K - 1] int: the first token of each block k >= 1 of each row (verl's layout), the other
+    way to give the tokens' blocks (see token_block_ids)."""
     states_confidence: bool = True
     """Whether the task has a confidence to state (else no calibration figure is logged)."""
 
@@ -86,6 +89,19 @@ class ScoredBatch:
 
     def with_fields(self, **fields: Any) -> "ScoredBatch":
         return replace(self, **fields)
+
+    def token_block_ids(self, mask: Any):
+        """[N, T] block id of each token, -1 where `mask` [N, T] is 0: from block_starts (rows
+        whose tokens are consecutive blocks, as in a verl response), else block_ids padded to T."""
+        import torch
+
+        mask = torch.as_tensor(mask).bool()
+        if self.block_starts is not None:
+            return block_ids_from_starts(self.block_starts, mask)
+        ids = torch.full(mask.shape, -1, dtype=torch.long)
+        for i, row in enumerate(self.block_ids):
+            ids[i, : min(len(row), mask.shape[1])] = torch.as_tensor(row[: mask.shape[1]])
+        return ids.masked_fill(~mask.cpu(), -1).to(mask.device)
 
     def advantages(self, method: str = "bae", baseline: str = "ocb", scale: str = "none", **options: Any) -> np.ndarray:
         """[N, K] advantages of `method` (bae.objective.method_advantages) over this batch's groups."""

@@ -55,7 +55,7 @@ import bae.engines.verl  # noqa: E402, F401  (registers bae_sync in this process
 from bae import tasks  # noqa: E402
 from bae.advantages import blockwise_advantages  # noqa: E402
 from bae.blocks import token_block_ids  # noqa: E402
-from bae.models.tiny import save_tiny  # noqa: E402
+from bae.embedded.tiny import save_tiny  # noqa: E402
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
 TASK_NAME, GOLD = "arithmetic", "4"

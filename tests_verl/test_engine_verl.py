@@ -121,18 +121,37 @@ def test_trainers_are_registered_and_report_their_base_mode():
 # --- the reward side: token boundaries -------------------------------------------------------
 
 
-def test_block_starts_match_the_core_token_block_ids(tokenizer):
-    """Bisection over prefix decodes == bae.blocks.token_block_ids with a full prefix-decode offset map."""
-    for text in TEXTS + ["", "<reasoning>é</reasoning><answer>4</answer><analysis></analysis>"]:
-        ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+def test_both_engines_give_every_token_the_core_block(tokenizer):
+    """On sampled ids (random tokens of the tiny model's vocabulary spliced between real tags, a
+    tag spelled letter by letter, EOS): the verl reward manager's block starts, turned back into
+    token block ids by the estimator's path (ScoredBatch.token_block_ids), equal the TRL engine's
+    (bae.batch.score_completions) and the core's own rule (bae.blocks.token_block_ids over exact
+    prefix-decode offsets, computed here without bae.blocks.token_offsets)."""
+    from bae.batch import score_completions
+
+    rng = np.random.default_rng(7)
+    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]
+    samples = [tokenizer(t)["input_ids"] + [tokenizer.eos_token_id] for t in TEXTS + [""]]
+    for _ in range(40):
+        noise = lambda: rng.integers(0, len(tokenizer), rng.integers(0, 6)).tolist()
+        spelled = [i for ch in "<answer>" for i in enc(ch)] if rng.random() < 0.3 else enc("<answer>")
+        samples.append(enc("<reasoning>") + noise() + enc("</reasoning>") + spelled + noise() + enc("</answer>")
+                       + enc("<analysis>") + noise() + enc("</analysis><confidence>0.5</confidence>")
+                       + noise() + ([tokenizer.eos_token_id] if rng.random() < 0.7 else []))
+    _, trl_ids = score_completions(TASK, tokenizer, samples, ["4"] * len(samples))
+    infos = [bv.score_response(TASK, tokenizer, ids, "4")["reward_extra_info"] for ids in samples]
+    width = max(len(ids) for ids in samples) + 2
+    mask = torch.tensor([[t < len(ids) for t in range(width)] for ids in samples])
+    verl_ids = bv.scored_batch(infos).token_block_ids(mask)
+    for i, ids in enumerate(samples):
         decoded = tokenizer.decode(ids, skip_special_tokens=True)
-        partition = TASK.score(decoded, "4").partition
         starts_char = [len(tokenizer.decode(ids[:t], skip_special_tokens=True)) for t in range(len(ids) + 1)]
         offsets = [(starts_char[t], starts_char[t + 1]) for t in range(len(ids))]
-        expected = token_block_ids(partition, offsets)
-        starts = bv.token_block_starts(tokenizer, ids, partition)
-        got = (np.arange(len(ids))[None, :] >= np.array(starts)[:, None]).sum(0)
-        np.testing.assert_array_equal(got, expected, err_msg=text)
+        expected = token_block_ids(TASK.score(decoded, "4").partition, offsets)
+        np.testing.assert_array_equal(trl_ids[i], expected, err_msg=decoded)
+        np.testing.assert_array_equal(verl_ids[i, : len(ids)].numpy(), expected, err_msg=decoded)
+        assert (verl_ids[i, len(ids):] == -1).all()
+    assert sum(len(set(r.tolist())) == 2 for r in trl_ids) >= 10  # the samples really have two blocks
 
 
 def test_reward_manager_run_single_like_the_reward_loop(tokenizer):
@@ -172,9 +191,8 @@ def test_estimator_called_like_verl_equals_the_core(tokenizer, baseline, norm):
     scores, mask, index, infos = batch_like_verl(tokenizer, rows_like_verl(tokenizer, rng))
     expected, _, _ = core_reference(infos, index, mask, baseline, "group" if norm else "none")
     fn = core_algos.get_adv_estimator_fn(f"bae_{baseline}")
-    blocks = bv.BlockBatch.from_rows(infos, index)
     adv, ret = fn(token_level_rewards=scores, response_mask=mask, config=algo_config(f"bae_{baseline}", norm),
-                  index=index, bae_blocks=blocks)
+                  index=index, scored=bv.scored_batch(infos, index))
     assert torch.equal(adv, expected) and torch.equal(ret, expected)
     # the gdpo-style route: block data as columns of non_tensor_batch
     columns = {key: np.array([info[key] for info in infos]) for key in infos[0]} | {"uid": index}
@@ -189,7 +207,7 @@ def test_estimator_through_verl_compute_advantage_with_forwarding(tokenizer):
     scores, mask, index, infos = batch_like_verl(tokenizer, rows_like_verl(tokenizer, rng))
     data = DataProto(batch=TensorDict({"token_level_rewards": scores, "response_mask": mask}, batch_size=len(index)),
                      non_tensor_batch={"uid": index})
-    token = bv._FORWARDED.set({"bae_blocks": bv.BlockBatch.from_rows(infos, index)})
+    token = bv._FORWARDED.set({"scored": bv.scored_batch(infos, index)})
     try:
         out = compute_advantage(data, adv_estimator="bae_ocb", norm_adv_by_std_in_grpo=False, config=algo_config("bae_ocb", False))
     finally:
@@ -204,9 +222,9 @@ def test_estimator_refuses_without_block_data_or_with_misaligned_rows(tokenizer)
     fn = core_algos.get_adv_estimator_fn("bae_ocb")
     with pytest.raises(RuntimeError, match="trainer_mode=bae_sync"):
         fn(token_level_rewards=scores, response_mask=mask, config=None, index=index)
-    shuffled = bv.BlockBatch.from_rows(infos, index[::-1].copy())
+    shuffled = bv.scored_batch(infos, index[::-1].copy())
     with pytest.raises(ValueError, match="disagree on the uid"):
-        fn(token_level_rewards=scores, response_mask=mask, config=None, index=index, bae_blocks=shuffled)
+        fn(token_level_rewards=scores, response_mask=mask, config=None, index=index, scored=shuffled)
 
 
 # --- one block + group mean == verl's GRPO ---------------------------------------------------
@@ -222,9 +240,9 @@ def test_one_block_group_mean_equals_verl_grpo(norm):
     rewards = rng.choice([0.0, 1.0, 0.5, -0.25], size=n)
     scores = torch.zeros(n, width)
     scores[torch.arange(n), torch.as_tensor(lengths) - 1] = torch.as_tensor(rewards, dtype=torch.float32)
-    blocks = bv.BlockBatch(rewards[:, None], np.zeros((n, 1), np.int64), np.zeros((n, 1), np.int64), uids)
+    blocks = bv.scored_batch([{"bae_reward_0": r} for r in rewards], uids)
     ours, _ = core_algos.get_adv_estimator_fn("bae_group_mean")(
-        token_level_rewards=scores, response_mask=mask, config=algo_config("bae_group_mean", norm), index=uids, bae_blocks=blocks)
+        token_level_rewards=scores, response_mask=mask, config=algo_config("bae_group_mean", norm), index=uids, scored=blocks)
     grpo, _ = core_algos.compute_grpo_outcome_advantage(scores, mask, uids, norm_adv_by_std_in_grpo=norm)
     grpo_vec, _ = core_algos.get_adv_estimator_fn("grpo_vectorized")(
         token_level_rewards=scores, response_mask=mask, index=uids, norm_adv_by_std_in_grpo=norm)
@@ -239,9 +257,9 @@ def test_group_of_one_differs_from_verl_by_design():
     uids = np.array(["a", "b", "b"], dtype=object)
     scores = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
     mask = torch.ones(3, 2, dtype=torch.int64)
-    blocks = bv.BlockBatch(np.array([[1.0], [1.0], [0.0]]), np.zeros((3, 1), np.int64), np.zeros((3, 1), np.int64), uids)
+    blocks = bv.scored_batch([{"bae_reward_0": r} for r in (1.0, 1.0, 0.0)], uids)
     ours, _ = core_algos.get_adv_estimator_fn("bae_group_mean")(
-        token_level_rewards=scores, response_mask=mask, config=algo_config("bae_group_mean", True), index=uids, bae_blocks=blocks)
+        token_level_rewards=scores, response_mask=mask, config=algo_config("bae_group_mean", True), index=uids, scored=blocks)
     grpo, _ = core_algos.compute_grpo_outcome_advantage(scores, mask, uids, norm_adv_by_std_in_grpo=True)
     assert torch.all(ours[0] == 0) and torch.allclose(grpo[0], torch.full((2,), 1 / (1 + 1e-6)))
     torch.testing.assert_close(ours[1:], grpo[1:], rtol=1e-6, atol=1e-7)

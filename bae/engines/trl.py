@@ -299,18 +299,14 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
         batch, self._scored_batch = self._scored_batch, None
         completion_ids = out["completion_ids"]  # [B, C] right-padded
         device = completion_ids.device
-        b, c = completion_ids.shape
+        b = completion_ids.shape[0]
         if batch is None or len(batch.block_ids) != b:
             raise RuntimeError("BlockwiseGRPOTrainer: the scored completions do not match the generated batch")
         n = len(batch)
         g = self.num_generations if mode == "train" else self.num_generations_eval
         batch = batch.with_fields(groups=np.arange(n) // g)  # groups are g consecutive completions
 
-        loss_mask = (out["completion_mask"] * out.get("tool_mask", 1)).cpu()  # [B, C]
-        ids = torch.full((b, c), -1, dtype=torch.long)  # [B, C] block id per token, -1 padding
-        for i, row in enumerate(batch.block_ids):
-            ids[i, : min(len(row), c)] = torch.from_numpy(row[:c])
-        ids = ids.masked_fill(loss_mask == 0, -1)
+        ids = batch.token_block_ids((out["completion_mask"] * out.get("tool_mask", 1)).cpu())  # [B, C], -1 padding
 
         adv = batch.advantages(self.method, self.baseline, self.scale, **self.baseline_options)  # [N, K]
         rows = slice(self.accelerator.process_index * b, (self.accelerator.process_index + 1) * b)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextvars
 import warnings
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -48,7 +47,9 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.trainer.ppo import core_algos
 
 from bae import tasks as bae_tasks
-from bae.advantages import BASELINES, DEFAULT_EPS, blockwise_advantages
+from bae.advantages import BASELINES, DEFAULT_EPS
+from bae.batch import ScoredBatch, score_completions
+from bae.blocks import block_starts
 from bae.objective import AGGREGATIONS, token_advantages
 
 PREFIX = "bae_"
@@ -64,39 +65,6 @@ ESTIMATORS: dict[str, str] = {}  # verl estimator name -> bae baseline name
 # Reward side: one completion -> scalar reward_extra_info
 
 
-def token_block_starts(tokenizer: Any, response_ids: Sequence[int], partition: Sequence[tuple[int, int]]) -> list[int]:
-    """The first token of each block k >= 1 of a generated response, [K - 1] ints in [0, T].
-
-    The token positions follow bae.blocks.token_block_ids: a token belongs to the block holding its
-    first character, zero-width tokens (special tokens) take the block of the token before them.
-    Character offsets come from decoding prefixes of the generated ids (the ids themselves, never a
-    re-tokenisation of the text): start(t) = len(decode(ids[:t])). Each boundary is found by
-    bisection, O(K log T) decodes instead of the T decodes a full offset map needs.
-    """
-    ids = list(response_ids)
-    n = len(ids)
-    cache: dict[int, int] = {}
-
-    def start(t: int) -> int:
-        if t not in cache:
-            cache[t] = len(tokenizer.decode(ids[:t], skip_special_tokens=True))
-        return cache[t]
-
-    starts = []
-    for _, bound in partition[:-1]:  # block k + 1 starts where block k ends
-        lo, hi = 0, n
-        while lo < hi:  # smallest t with start(t) >= bound
-            mid = (lo + hi) // 2
-            if start(mid) >= bound:
-                hi = mid
-            else:
-                lo = mid + 1
-        while lo < n and start(lo + 1) == start(lo):  # zero-width: stays in the earlier block
-            lo += 1
-        starts.append(lo)
-    return starts
-
-
 def block_extra_info(score: bae_tasks.Score, starts: Sequence[int]) -> dict[str, Any]:
     """reward_extra_info of one completion: scalar keys only (verl stacks them with np.array)."""
     info: dict[str, Any] = {REWARD_KEY.format(k): float(r) for k, r in enumerate(score.rewards)}
@@ -104,16 +72,19 @@ def block_extra_info(score: bae_tasks.Score, starts: Sequence[int]) -> dict[str,
     info.update({START_KEY.format(k + 1): int(s) for k, s in enumerate(starts)})
     info["acc"] = float(score.correct)
     info["bae_malformed"] = int(score.malformed)
+    info["bae_abstained"] = int(score.abstained)
+    info["bae_confidence"] = float("nan") if score.confidence is None else float(score.confidence)
     return info
 
 
 def score_response(task: bae_tasks.Task, tokenizer: Any, response_ids: Sequence[int], gold: str) -> dict[str, Any]:
     """{"reward_score": sum of block rewards, "reward_extra_info": block_extra_info(...)} for one
-    response (its valid token ids). The scalar reward_score is what verl logs and what a built-in
-    estimator would see; the bae estimators read the per-block values instead."""
-    text = tokenizer.decode(list(response_ids), skip_special_tokens=True)
-    score = task.score(text, gold)
-    starts = token_block_starts(tokenizer, response_ids, score.partition)
+    response (its valid token ids), scored as the TRL engine scores (bae.batch.score_completions:
+    the one offsets algorithm, bae.blocks.token_offsets); the block starts are read off the token
+    block ids. The scalar reward_score is what verl logs and what a built-in estimator would see;
+    the bae estimators read the per-block values instead."""
+    (score,), (ids,) = score_completions(task, tokenizer, [list(response_ids)], [gold])
+    starts = block_starts(ids, task.num_blocks)
     return {"reward_score": float(sum(score.rewards)), "reward_extra_info": block_extra_info(score, starts)}
 
 
@@ -154,54 +125,41 @@ class BAERewardManager(RewardManagerBase):
 # Advantage side: per-row block data -> [bs, T] advantages
 
 
-@dataclass(frozen=True)
-class BlockBatch:
-    """Per-row block data of a training batch: rewards [N, K] float64, outcomes [N, K] int64
-    (column 0 is 0), starts [N, K] int64 (first response token of each block, column 0 is 0),
-    uids [N] (the prompt uid of each row, to check alignment) or None."""
+def scored_batch(infos: Sequence[Mapping[str, Any]], uids: Any = None) -> ScoredBatch:
+    """The ScoredBatch of a training batch from one reward_extra_info mapping per row (the v1
+    trainer's extra_fields layout): rewards, outcomes, flags and confidences, the rows' uids as
+    groups, and the block starts (block_starts [N, K - 1])."""
+    n = len(infos)
+    k = sum(1 for key in infos[0] if key.startswith("bae_reward_")) if n else 0
+    if n and k == 0:
+        raise ValueError(f"row 0 has no {REWARD_KEY.format('k')} keys in reward_extra_info: use bae's reward manager (BAERewardManager, see docs/verl.md)")
+    rewards = np.zeros((n, k))
+    outcomes = np.zeros((n, k), np.int64)
+    starts = np.zeros((n, max(k - 1, 0)), np.int64)
+    flags = np.zeros((n, 3), dtype=bool)  # correct, malformed, abstained
+    confidence = np.full(n, np.nan)
+    for i, info in enumerate(infos):
+        try:
+            rewards[i] = [float(info[REWARD_KEY.format(j)]) for j in range(k)]
+            outcomes[i, 1:] = [int(info[OUTCOME_KEY.format(j)]) for j in range(1, k)]
+            starts[i] = [int(info[START_KEY.format(j)]) for j in range(1, k)]
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"row {i}: reward_extra_info lacks the bae keys of {k} blocks ({err!r}); every row needs the same task layout") from None
+        if sum(1 for key in info if key.startswith("bae_reward_")) != k:
+            raise ValueError(f"row {i} has a different number of blocks than row 0 ({k}): one block layout per run")
+        flags[i] = [bool(info.get("acc", 0.0)), bool(info.get("bae_malformed", 0)), bool(info.get("bae_abstained", 0))]
+        confidence[i] = float(info.get("bae_confidence", np.nan))
+    return ScoredBatch(rewards=rewards, outcomes=outcomes, groups=np.asarray(uids if uids is not None else np.arange(n), dtype=object),
+                       correct=flags[:, 0], confidence=confidence, malformed=flags[:, 1], abstained=flags[:, 2],
+                       block_names=tuple(f"block{j + 1}" for j in range(k)), block_starts=starts)
 
-    rewards: np.ndarray
-    outcomes: np.ndarray
-    starts: np.ndarray
-    uids: np.ndarray | None = None
 
-    @classmethod
-    def from_rows(cls, infos: Sequence[Mapping[str, Any]], uids: Any = None) -> "BlockBatch":
-        """From one reward_extra_info mapping per row (the v1 trainer's extra_fields layout)."""
-        if not len(infos):
-            return cls(np.zeros((0, 0)), np.zeros((0, 0), np.int64), np.zeros((0, 0), np.int64), None if uids is None else np.asarray(uids, dtype=object))
-        k = sum(1 for key in infos[0] if key.startswith("bae_reward_"))
-        if k == 0:
-            raise ValueError(f"row 0 has no {REWARD_KEY.format('k')} keys in reward_extra_info: use bae's reward manager (BAERewardManager, see docs/verl.md)")
-        rewards = np.zeros((len(infos), k))
-        outcomes = np.zeros((len(infos), k), np.int64)
-        starts = np.zeros((len(infos), k), np.int64)
-        for i, info in enumerate(infos):
-            try:
-                rewards[i] = [float(info[REWARD_KEY.format(j)]) for j in range(k)]
-                outcomes[i, 1:] = [int(info[OUTCOME_KEY.format(j)]) for j in range(1, k)]
-                starts[i, 1:] = [int(info[START_KEY.format(j)]) for j in range(1, k)]
-            except (KeyError, TypeError) as err:
-                raise ValueError(f"row {i}: reward_extra_info lacks the bae keys of {k} blocks ({err!r}); every row needs the same task layout") from None
-            if sum(1 for key in info if key.startswith("bae_reward_")) != k:
-                raise ValueError(f"row {i} has a different number of blocks than row 0 ({k}): one block layout per run")
-        return cls(rewards, outcomes, starts, None if uids is None else np.asarray(uids, dtype=object))
-
-    @classmethod
-    def from_columns(cls, columns: Mapping[str, Any], uids: Any = None) -> "BlockBatch":
-        """From column arrays keyed like reward_extra_info (a non_tensor_batch with the keys merged)."""
-        n = len(next(iter(columns.values()))) if columns else 0
-        keys = [key for key in columns if key.startswith(PREFIX)]
-        rows = [{key: columns[key][i] for key in keys} for i in range(n)]
-        return cls.from_rows(rows, uids if uids is not None else columns.get("uid"))
-
-    def token_block_ids(self, response_mask: torch.Tensor) -> torch.Tensor:
-        """[N, T] block id of each response token (-1 where response_mask is 0)."""
-        mask = response_mask.bool()
-        pos = torch.arange(mask.shape[1], device=mask.device)  # [T]
-        starts = torch.as_tensor(self.starts[:, 1:], device=mask.device)  # [N, K - 1]
-        ids = (pos[None, None, :] >= starts[:, :, None]).sum(1)  # [N, T]
-        return torch.where(mask, ids, torch.full_like(ids, -1))
+def scored_batch_from_columns(columns: Mapping[str, Any], uids: Any = None) -> ScoredBatch:
+    """The same from column arrays keyed like reward_extra_info (a non_tensor_batch with the keys merged)."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    keys = [key for key in columns if key.startswith(PREFIX) or key == "acc"]
+    rows = [{key: columns[key][i] for key in keys} for i in range(n)]
+    return scored_batch(rows, uids if uids is not None else columns.get("uid"))
 
 
 _FORWARDED: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("bae_forwarded", default=None)
@@ -214,23 +172,22 @@ def _config_get(config: Any, key: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def _resolve_blocks(bae_blocks: BlockBatch | None, non_tensor_batch: Mapping | None, index: Any, n: int) -> BlockBatch:
-    if bae_blocks is None and non_tensor_batch is not None:
-        bae_blocks = BlockBatch.from_columns(non_tensor_batch, index)
-    if bae_blocks is None:
+def _resolve_batch(scored: ScoredBatch | None, non_tensor_batch: Mapping | None, index: Any, n: int) -> ScoredBatch:
+    if scored is None and non_tensor_batch is not None:
+        scored = scored_batch_from_columns(non_tensor_batch, index)
+    if scored is None:
         raise RuntimeError(
             "bae estimators need the per-block rewards of each row, which verl's compute_advantage does not "
             "pass to a registered estimator: run with trainer.v1.trainer_mode=bae_sync (or bae_colocate_async, "
             "bae_separate_async) and the BAERewardManager, launched by `python -m bae.engines.verl` "
-            "(see docs/verl.md), or call the estimator with bae_blocks= / non_tensor_batch="
+            "(see docs/verl.md), or call the estimator with scored= / non_tensor_batch="
         )
-    if bae_blocks.rewards.shape[0] != n:
-        raise ValueError(f"bae: {bae_blocks.rewards.shape[0]} rows of block data for a batch of {n}")
-    if index is not None and bae_blocks.uids is not None:
-        mismatch = np.nonzero(np.asarray(bae_blocks.uids, dtype=object) != np.asarray(index, dtype=object))[0]
-        if len(mismatch):
-            raise ValueError(f"bae: block data and batch disagree on the uid of rows {mismatch[:10].tolist()}: rows were reordered between them")
-    return bae_blocks
+    if len(scored) != n:
+        raise ValueError(f"bae: {len(scored)} rows of block data for a batch of {n}")
+    mismatch = np.nonzero(np.asarray(scored.groups, dtype=object) != np.asarray(index, dtype=object))[0]
+    if len(mismatch):
+        raise ValueError(f"bae: block data and batch disagree on the uid of rows {mismatch[:10].tolist()}: rows were reordered between them")
+    return scored
 
 
 def _make_estimator(baseline: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
@@ -240,25 +197,25 @@ def _make_estimator(baseline: str) -> Callable[..., tuple[torch.Tensor, torch.Te
         index: np.ndarray | None = None,
         config: Any = None,
         non_tensor_batch: Mapping | None = None,
-        bae_blocks: BlockBatch | None = None,
+        scored: ScoredBatch | None = None,
         loss_agg_mode: str | None = None,
         loss_scale_factor: int | None = None,
         bae_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         forwarded = _FORWARDED.get() or {}
-        bae_blocks = bae_blocks if bae_blocks is not None else forwarded.get("bae_blocks")
+        scored = scored if scored is not None else forwarded.get("scored")
         loss_agg_mode = loss_agg_mode or forwarded.get("loss_agg_mode") or DEFAULT_AGGREGATION
         loss_scale_factor = loss_scale_factor if loss_scale_factor is not None else forwarded.get("loss_scale_factor")
         options = dict(bae_options if bae_options is not None else forwarded.get("bae_options") or {})
         if index is None:
             raise ValueError("bae estimators group by prompt uid: the batch has no 'uid'")
-        blocks = _resolve_blocks(bae_blocks, non_tensor_batch, index, token_level_rewards.shape[0])
+        batch = _resolve_batch(scored, non_tensor_batch, np.asarray(index, dtype=object), token_level_rewards.shape[0])
         scale = "group" if _config_get(config, "norm_adv_by_std_in_grpo", True) else "none"
         with torch.no_grad():
-            adv = blockwise_advantages(blocks.rewards, np.asarray(index, dtype=object).astype(str), blocks.outcomes,
-                                       baseline=baseline, scale=scale, eps=DEFAULT_EPS, **options)  # [N, K]
-            ids = blocks.token_block_ids(response_mask)  # [N, T]
+            batch = batch.with_fields(groups=np.asarray(index, dtype=object).astype(str))
+            adv = batch.advantages("bae", baseline, scale, eps=DEFAULT_EPS, **options)  # [N, K]
+            ids = batch.token_block_ids(response_mask)  # [N, T]
             tokens = token_advantages(adv, ids, loss_agg_mode, loss_scale_factor)  # [N, T] float32
             tokens = tokens.to(device=token_level_rewards.device, dtype=token_level_rewards.dtype)
         return tokens, tokens
@@ -338,7 +295,7 @@ class BlockwiseAdvantageMixin:
         infos = [(row or {}).get("reward_extra_info") or {} for row in _as_list(data["extra_fields"])]
         aggregation, max_length = loss_layout(self.config.actor_rollout_ref.actor)
         options = self.config.get("bae", None) or {}
-        return {"bae_blocks": BlockBatch.from_rows(infos, uids), "loss_agg_mode": aggregation,
+        return {"scored": scored_batch(infos, uids), "loss_agg_mode": aggregation,
                 "loss_scale_factor": max_length, "bae_options": dict(options)}
 
     def _compute_advantage(self, batch, metrics: dict):
