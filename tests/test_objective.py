@@ -209,15 +209,33 @@ def test_one_pass_counts_equal_the_per_block_loop(dtype, k_all):
         assert torch.equal(got, loop_counts(ids, k_all).double())
 
 
-def test_counts_of_non_contiguous_ids():
-    """Strided, sliced and broadcast ids (TRL passes arange(K).expand(N, K)) count like copies."""
+def test_counts_of_non_contiguous_and_offset_ids():
+    """Strided, sliced, broadcast (TRL passes arange(K).expand(N, K)) and storage-offset ids (the
+    one-pass count reads the storage at a byte offset) count like fresh copies."""
     gen = torch.Generator().manual_seed(3)
     wide = random_ids(gen, 9, 40, 2)
+    flat = random_ids(gen, 1, 9 * 40 + 11, 2)[0]
     for k_all in (1, 2, 3):
         base = wide.clamp(max=k_all - 1)
-        for ids in (base[:, ::3], base[2:, 5:], base.t()[:9], torch.arange(k_all).expand(6, k_all)):
+        offset = flat.clamp(max=k_all - 1)[7 : 7 + 8 * 40].view(8, 40)  # odd storage offset, ends before the storage
+        for ids in (base[:, ::3], base[2:, 5:], base[3:], base[:, :1], base.t()[:9], offset,
+                    torch.arange(k_all).expand(6, k_all)):
             got = objective._block_counts(objective._block_ids(ids, k_all), k_all)
             assert torch.equal(got, loop_counts(ids, k_all).double())
+
+
+def test_one_pass_sum_equals_the_two_sums(monkeypatch):
+    """The shifted-word sum (little-endian CPU) and the two sums used elsewhere give the same P, V."""
+    gen = torch.Generator().manual_seed(8)
+    for n, t in [(50, 1), (50, 2), (31, 97), (2, 513)]:
+        ids = random_ids(gen, n, t, 2)
+        one_pass = objective._padding_and_id_sum(ids)
+        monkeypatch.setattr(objective.sys, "byteorder", "big")  # takes the two-sum branch
+        two_sums = objective._padding_and_id_sum(ids)
+        monkeypatch.undo()
+        expected = ((ids == -1).sum(1), ids.clamp(min=0).sum(1))
+        for got in (one_pass, two_sums):
+            assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
