@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import bae.objective as objective
 from bae.advantages import blockwise_advantages
 from bae.objective import (
     AGGREGATIONS,
@@ -160,7 +161,6 @@ def test_given_block_lengths_give_the_same_result():
 
 # --- the per-token expansion against the per-block loop it replaced ---------------------------------
 
-import bae.objective as objective  # noqa: E402
 
 DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8)
 
