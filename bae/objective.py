@@ -18,6 +18,8 @@ go through the same code path: one advantage per completion, the same on every t
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any
 
 import numpy as np
@@ -37,27 +39,114 @@ def _as_tensor(x: Any) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
 
 
-def _check_ids(token_block_ids: Any, num_blocks: int) -> torch.Tensor:
+def _block_ids(token_block_ids: Any, num_blocks: int) -> torch.Tensor:
+    """The block ids [N, T] as int64 (no copy when they already are); valid ids are in [-1, K - 1].
+
+    On CPU the range is not checked here: the gather of `_spread` (and the scatter_add of
+    `_block_counts`) check every index, and `_spread` turns that error into ours, which saves a pass
+    over [N, T]. Elsewhere a bad index in a gather is a device-side assert, not an error we can
+    report, and float ids must be checked before they are truncated to ints: those are checked here.
+    """
     ids = _as_tensor(token_block_ids)
     if ids.ndim != 2:
         raise ValueError(f"token_block_ids must be [N, T], got shape {tuple(ids.shape)}")
-    if ids.numel():
+    if (ids.device.type != "cpu" or ids.is_floating_point()) and ids.numel():
         lo, hi = torch.aminmax(ids)
         if lo < -1 or hi >= num_blocks:
-            raise ValueError(f"token_block_ids must be in [-1, {num_blocks - 1}]")
-    return ids
+            raise ValueError(_RANGE.format(num_blocks - 1))
+    return ids if ids.dtype == torch.int64 else ids.to(torch.int64)
+
+
+_RANGE = "token_block_ids must be in [-1, {}]"
+# Tokens per chunk of rows in `_index_chunks`: a 512 KiB int64 index, which stays in the core's
+# cache between the add that writes it and the pass that reads it (measured ~20% faster than one
+# [N, T] index on the 2-core development machine; smaller chunks lose it to per-call overhead).
+_CHUNK_TOKENS = 1 << 16
+
+
+def _index_chunks(ids: torch.Tensor, *others: torch.Tensor):
+    """Yield (index, *others_chunk) over consecutive row chunks: index = ids[rows] + 1, [R, T] int64.
+
+    The index of the [N, 1 + K] table (column 0 = padding) is built one chunk at a time in one
+    reused buffer, so the pass that consumes it reads it from cache, not memory. `others` ([N, ...]
+    each) are split into the same row chunks. Off CPU, one chunk.
+    """
+    n, t = ids.shape
+    rows = n if ids.device.type != "cpu" else max(1, _CHUNK_TOKENS // max(t, 1))
+    buffer = torch.empty(min(rows, n), t, dtype=torch.int64, device=ids.device)
+    for chunks in zip(ids.split(rows), *(other.split(rows) for other in others)):
+        index = buffer if chunks[0].shape[0] == buffer.shape[0] else buffer[: chunks[0].shape[0]]
+        yield (torch.add(chunks[0], 1, out=index), *chunks[1:])
 
 
 def _block_counts(ids: torch.Tensor, num_blocks: int, block_lengths: Any = None) -> torch.Tensor:
-    """n_ik, [N, K] float64: given by the caller (the engine knows them from the split, and passing
-    them saves K passes over [N, T]) or counted here (summing each block's mask as uint8 into int32,
-    ~3x faster than a bool sum into int64)."""
+    """n_ik, [N, K] float64: given by the caller (the engine may know them from the split) or counted.
+
+    ids: [N, T] int64 block ids, -1 for padding. For K <= 2 (the engines' solution and confidence
+    blocks), from P_i (padding tokens) and V_i (sum of the valid ids) of `_padding_and_id_sum`, one
+    sum over the ids: with ids in {0, 1}, n_i1 = V_i and n_i0 = T - P_i - V_i. For K > 2, one
+    scatter_add of ones over ids + 1. Either way one pass over [N, T] for all K blocks, where a
+    compare-and-sum per block took K. Ids out of range give meaningless counts here; the gather of
+    `_spread` over the same ids rejects them.
+    """
+    n, t = ids.shape
     if block_lengths is not None:
         counts = _as_tensor(block_lengths).to(device=ids.device, dtype=torch.float64)
-        if counts.shape != (ids.shape[0], num_blocks):
-            raise ValueError(f"block_lengths must be [N, K] = [{ids.shape[0]}, {num_blocks}], got {tuple(counts.shape)}")
+        if counts.shape != (n, num_blocks):
+            raise ValueError(f"block_lengths must be [N, K] = [{n}, {num_blocks}], got {tuple(counts.shape)}")
         return counts
-    return torch.stack([(ids == k).view(torch.uint8).sum(1, dtype=torch.int32) for k in range(num_blocks)], 1).to(torch.float64)
+    if num_blocks > 2:
+        counts = torch.zeros(n, num_blocks + 1, dtype=torch.int64, device=ids.device)  # column 0: padding
+        one = torch.ones((), dtype=torch.int64, device=ids.device)
+        with _range_error(num_blocks):
+            for index, counts_chunk in _index_chunks(ids, counts):
+                counts_chunk.scatter_add_(1, index, one.expand_as(index))
+        return counts[:, 1:].to(torch.float64)
+    padding, valid = _padding_and_id_sum(ids)  # [N] each
+    return torch.stack([t - padding - valid, valid], 1)[:, :num_blocks].to(torch.float64)  # [N, K]
+
+
+def _padding_and_id_sum(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """P_i = |{t : id_it = -1}| and V_i = sum of the ids >= 0 of row i, [N] int64 each, in one sum.
+
+    ids: [N, T] int64 with values in [-1, 2^31) (others give meaningless results). In memory each id
+    is two int32 words, lo_t = id_t and hi_t = -[id_t < 0] (two's complement, little-endian). Read
+    at a 4-byte offset, the ids are the int64 pairs (hi_t, lo_{t+1}), t < T - 1, which sum to
+        X = sum_{t < T-1} (hi_t mod 2^32) + 2^32 sum_{t >= 1} lo_t = 2^32 (P' + L) - P'
+    (P' = padding among t < T - 1, L = sum_{t >= 1} lo_t): so P' = -X mod 2^32, L = (X + P') / 2^32 - P',
+    and with the first value word and the last sign word, P = P' - hi_{T-1} and V = L + lo_0 + P
+    (sum_t lo_t = V - P). One vectorised read of the ids, where a compare-and-sum per block read
+    them once per block. Off CPU (no misaligned loads there) or on a big-endian host, two sums:
+    S = sum_t id_t = V - P and W = sum of all int32 words = V - 2P.
+    """
+    n, t = ids.shape
+    if n == 0 or t == 0:
+        zeros = ids.new_zeros(n)
+        return zeros, zeros
+    ids = ids.contiguous()
+    words = ids.view(torch.int32)  # [N, 2T]: lo_t at 2t, hi_t at 2t + 1
+    if ids.device.type != "cpu" or sys.byteorder != "little":
+        total = ids.sum(1)  # [N]: S
+        padding = total - words.sum(1, dtype=torch.int32)  # [N]: S - W = P
+        return padding, total + padding
+    storage = ids.untyped_storage()[ids.element_size() * ids.storage_offset() + 4 :]  # shares the ids' memory
+    pairs = torch.empty(0, dtype=torch.int64).set_(storage, 0, (n, t - 1), (t, 1))  # [N, T - 1]: (hi_t, lo_{t+1})
+    x = pairs.sum(1)  # [N]: X
+    head_padding = (-x) & 0xFFFFFFFF  # [N]: P'
+    tail_sum = ((x + head_padding) >> 32) - head_padding  # [N]: L
+    padding = head_padding - words[:, -1]  # [N]: P = P' - hi_{T-1}
+    return padding, tail_sum + words[:, 0] + padding  # V = L + lo_0 + P
+
+
+@contextlib.contextmanager
+def _range_error(num_blocks: int):
+    """Report CPU's index-out-of-bounds error of gather / scatter_add as a bad block id."""
+    try:
+        yield
+    except RuntimeError as error:
+        if "out of bounds" not in str(error):
+            raise
+        raise ValueError(_RANGE.format(num_blocks - 1)) from None
 
 
 def _block_scale(counts: torch.Tensor, aggregation: str, max_length: int | None) -> torch.Tensor:
@@ -65,7 +154,7 @@ def _block_scale(counts: torch.Tensor, aggregation: str, max_length: int | None)
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
     if aggregation == "seq-mean-token-mean":
-        numerator = counts.sum(1, keepdim=True)  # [N, 1]: n_i
+        numerator = counts @ counts.new_ones(counts.shape[1], 1)  # [N, 1]: n_i (exact; ~5x faster than a sum over K)
     elif aggregation == "seq-mean-token-sum":
         numerator = torch.ones_like(counts[:, :1])
     elif aggregation == "seq-mean-token-sum-norm":
@@ -74,13 +163,20 @@ def _block_scale(counts: torch.Tensor, aggregation: str, max_length: int | None)
         numerator = torch.full_like(counts[:, :1], float(max_length))
     else:  # token-mean: M / N
         numerator = (counts.sum() / max(counts.shape[0], 1)).expand(counts.shape[0], 1)
-    return torch.where(counts > 0, numerator / counts.clamp(min=1), torch.zeros_like(counts))
+    return torch.where(counts > 0, numerator / counts, 0.0)  # the inf / nan of empty blocks are not kept
 
 
 def _spread(per_block: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """out[i, t] = per_block[i, ids[i, t]], 0 where ids is -1: one gather, [N, T] float32."""
-    table = torch.cat([per_block.new_zeros(per_block.shape[0], 1), per_block], 1)  # [N, 1 + K]: column 0 = padding
-    return table.gather(1, ids.long() + 1)
+    """out[i, t] = per_block[i, ids[i, t]], 0 where ids is -1: one gather, [N, T] float32.
+
+    per_block: [N, K]; ids: [N, T] int64. Every index is checked by the gather (see `_block_ids`).
+    """
+    table = torch.nn.functional.pad(per_block, (1, 0))  # [N, 1 + K]: column 0 = padding (0)
+    out = torch.empty(ids.shape, dtype=table.dtype, device=ids.device)
+    with _range_error(per_block.shape[1]):
+        for index, table_chunk, out_chunk in _index_chunks(ids, table, out):
+            torch.gather(table_chunk, 1, index, out=out_chunk)
+    return out
 
 
 def block_token_weights(
@@ -101,7 +197,7 @@ def block_token_weights(
       token-mean               loss = (1/M) sum_i sum_t w l_t           ->  w = M / (N n_ik)
     token-mean is exact only when the engine divides by the M of this same batch (see the engine).
     """
-    ids = _check_ids(token_block_ids, num_blocks)
+    ids = _block_ids(token_block_ids, num_blocks)
     scale = _block_scale(_block_counts(ids, num_blocks, block_lengths), aggregation, max_length)
     return _spread(scale.float(), ids)
 
@@ -125,7 +221,7 @@ def token_advantages(
     ids = _as_tensor(token_block_ids)
     if adv.ndim != 2 or ids.ndim != 2 or adv.shape[0] != ids.shape[0]:
         raise ValueError(f"block_advantages [N, K] and token_block_ids [N, T] disagree: {tuple(adv.shape)} vs {tuple(ids.shape)}")
-    ids = _check_ids(ids, adv.shape[1])
+    ids = _block_ids(ids, adv.shape[1])
     scale = _block_scale(_block_counts(ids, adv.shape[1], block_lengths), aggregation, max_length)  # [N, K]
     per_block = (adv.to(device=ids.device, dtype=torch.float64) * scale).float()  # [N, K]: A_ik * w_ik
     return _spread(per_block, ids)
