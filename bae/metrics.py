@@ -1,4 +1,4 @@
-"""Accuracy and calibration metrics, with the paper's standard errors (PAPER.md, Evaluation).
+"""Accuracy and calibration metrics, with the standard errors of the paper's evaluation protocol.
 
 Inputs are 1-D arrays over (prompt, sample) pairs: ``confidence`` q_i in [0, 1] and ``correct``
 c_i in {0, 1}. Every function is pure numpy and checks its input first: unequal lengths, a

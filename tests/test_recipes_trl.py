@@ -24,7 +24,7 @@ RECIPES = {
 }
 GPUS = 8  # one node; configs/paper/accelerate_deepspeed_zero3.yaml
 
-# PAPER.md, Table 4 (and Sec. "Method": no KL, centred advantages), as TrainConfig / GRPOConfig keys
+# The paper's Table 4 (bae.paper.PAPER; no KL, centred advantages), as TrainConfig / GRPOConfig keys
 TABLE4 = dict(group_size=32, batch_size=2048, learning_rate=1e-6, warmup_steps=64, temperature=1.0,
               max_completion_length=4096, method="bae", baseline="ocb", scale="none")
 TABLE4_TRL = dict(adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.1, beta=0.0, use_adaptive_entropy=True,

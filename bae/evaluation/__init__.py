@@ -6,7 +6,7 @@ prediction with standard errors, as a report folder (metrics.json, report.md, PN
 out_dir)`` is the same path for callers that already hold completions (``bae demo``, the
 training loop's periodic evaluation).
 
-Departures from the paper (PAPER.md, Evaluation): the default ``max_new_tokens`` is 1024, not
+Departures from the paper's evaluation protocol: the default ``max_new_tokens`` is 1024, not
 32k (the paper's value needs a GPU and vLLM); selective prediction is our addition; a missing
 confidence counts as 0.0 (the paper does not say).
 """

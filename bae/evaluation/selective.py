@@ -1,5 +1,5 @@
-"""Selective prediction: answer only when confident enough (beyond the paper; PAPER.md names it
-as not evaluated there).
+"""Selective prediction: answer only when confident enough (beyond the paper, which does not
+evaluate it).
 
 A threshold t accepts the samples with q_i >= t. Its coverage is the accepted fraction and its
 risk the error rate among them. Inputs are 1-D (confidence, correct) pairs, validated by

@@ -1,4 +1,4 @@
-"""Test-time scaling from n sampled completions per prompt (PAPER.md, Evaluation).
+"""Test-time scaling from n sampled completions per prompt (the paper's evaluation protocol).
 
 Strategies, each a way to turn k samples of one prompt into one answer (or, for Pass@k, a hit):
 
