@@ -1,12 +1,13 @@
-"""The math-verify worker process behind bae.rewards.math_equal (run as `python -m bae._verify`).
+"""The math-verify worker process behind bae.verify (run as `python -m bae.verify.worker`).
 
 Reads JSON lines [prediction, gold] on stdin, writes "1" or "0" per line on stdout. It lives in its
 own process so that the caller can kill it when a comparison runs past its time limit (math-verify's
 own limits rely on signals, which only work in a main thread), and its address space is capped so a
-huge number (a power tower) ends in MemoryError, not in the machine running out of memory.
+huge number ends in MemoryError, not in the machine running out of memory.
 """
 
 import json
+import os
 import resource
 import sys
 
@@ -29,19 +30,22 @@ def equal(prediction: str, gold: str) -> bool:
 
 def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    # Answers go to a private copy of stdout; whatever a library prints lands on stderr, so a
+    # stray line can never be read as an answer.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     import math_verify  # noqa: F401  (import once, before saying ready)
 
-    out = sys.stdout
-    out.write("ready\n")
-    out.flush()
+    answers.write("ready\n")
+    answers.flush()
     for line in sys.stdin:
         try:
             prediction, gold = json.loads(line)
             result = equal(str(prediction), str(gold))
         except BaseException:  # any failure to parse or compare means "not equal"
             result = False
-        out.write("1\n" if result else "0\n")
-        out.flush()
+        answers.write("1\n" if result else "0\n")
+        answers.flush()
 
 
 if __name__ == "__main__":
