@@ -1,6 +1,14 @@
-"""Verifiers (bae.verify): math_equal, exact_match, the worker process."""
+"""Verifiers (bae.verify): math_equal and its batch form over the worker pool, exact_match, the
+worker process.
+
+Timings are asserted only as generous bounds (the machines are shared), or as lower bounds where a
+test must show that a pair really ran to its time limit.
+"""
 
 import json
+import os
+import random
+import signal
 import threading
 import time
 from pathlib import Path
@@ -10,7 +18,12 @@ import pytest
 from bae import verify
 from bae.evaluation.sets import EVAL_SETS
 from bae.evaluation.sets import path as eval_set
-from bae.verify import exact_match, math_equal
+from bae.verify import exact_match, math_equal, math_equal_many, verify_many
+from bae.verify.pool import WORKERS_ENV, Worker, default_workers, shared_pool
+
+# math-verify evaluates the tower until the time limit: the slow pair of these tests.
+SLOW_TOWER = "9^{9^{9^{9}}}"
+SLOW_GOLD = "x + 1"
 
 
 def gold_answers():
@@ -20,10 +33,61 @@ def gold_answers():
                 yield name, json.loads(line)["answer"]
 
 
+def math500_pairs(rows: int) -> list[tuple[str, str]]:
+    """Distinct real pairs none of which the string fast path decides: each gold of the first
+    `rows` MATH500 rows against its rewritings (\\dfrac for \\frac; n.0 and x = n for an integer
+    n), the last \\boxed{} of its solution, and the next row's gold (mostly different)."""
+    with open(eval_set("math500")) as f:
+        data = [json.loads(line) for line in f][: rows + 1]
+    pairs = []
+    for row, following in zip(data, data[1:]):
+        gold = row["answer"]
+        boxed = row["solution"][row["solution"].rfind("\\boxed{") + len("\\boxed{"):]
+        depth, end = 1, 0
+        while depth and end < len(boxed):
+            depth += {"{": 1, "}": -1}.get(boxed[end], 0)
+            end += 1
+        rewritings = [gold.replace("\\frac", "\\dfrac")]
+        if gold.isdigit():
+            rewritings += [gold + ".0", "x = " + gold]
+        for prediction in (*rewritings, boxed[: end - 1], following["answer"]):
+            if verify._decided_without_worker(prediction, gold) is None:
+                pairs.append((prediction, gold))
+    return list(dict.fromkeys(pairs))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every pair a worker is given (prediction, gold, worker), and the most given at once."""
+    record = {"pairs": [], "running": 0, "most_at_once": 0}
+    lock = threading.Lock()
+    original = Worker.equal
+
+    def spy(self, prediction, gold, timeout):
+        with lock:
+            record["pairs"].append((prediction, gold, id(self)))
+            record["running"] += 1
+            record["most_at_once"] = max(record["most_at_once"], record["running"])
+        try:
+            return original(self, prediction, gold, timeout)
+        finally:
+            with lock:
+                record["running"] -= 1
+
+    monkeypatch.setattr(Worker, "equal", spy)
+    verify.clear_cache()
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# math_equal on single pairs
+
+
 def test_every_real_gold_answer_equals_itself_through_math_verify():
-    """The worker's math-verify comparison (not the string fast path) on all 1909 gold answers."""
-    failures = [(name, a) for name, a in gold_answers() if not verify._worker.equal(a, a, timeout=20)]
-    assert failures == []
+    """The workers' math-verify comparison (not the string fast path) on all 1909 gold answers."""
+    answers = list(gold_answers())
+    results = shared_pool().map([(a, a) for _, a in answers], timeout=20, workers=2)
+    assert [a for (_, a), equal in zip(answers, results) if not equal] == []
 
 
 EQUIVALENT = [
@@ -67,11 +131,11 @@ def test_hostile_predictions_return_within_the_limit_and_run_nothing(hostile, tm
     sentinel = tmp_path / "ran"
     prediction = hostile.replace("{sentinel}", str(sentinel))
     limit = 2.0
-    verify._worker.equal("1", "1", timeout=30)  # the worker is up: time the call, not its start
+    shared_pool().map([("1", "1")], timeout=30, workers=1)  # a worker is up: time the calls, not its start
     start = time.perf_counter()
-    assert verify._worker.equal(prediction, "1", timeout=limit) is False
+    assert shared_pool().map([(prediction, "1")], timeout=limit, workers=1) == [False]
     assert math_equal(prediction, "1", timeout=limit) is False
-    assert time.perf_counter() - start < 2 * limit + 1.0
+    assert time.perf_counter() - start < 2 * limit + 3.0
     assert not sentinel.exists()
 
 
@@ -89,11 +153,165 @@ def test_math_equal_works_outside_the_main_thread():
     assert results == {i: (True, False) for i in range(1, 5)}
 
 
-def test_a_killed_worker_is_restarted():
-    verify._worker.equal("1", "1", timeout=30)
-    verify._worker._proc.kill()
-    verify._worker._proc.wait()
-    assert verify._worker.equal("\\frac{1}{2}", "0.5", timeout=30)
+def test_the_time_limit_holds_in_a_thread():
+    """A pair math-verify cannot finish returns False at its limit from a non-main thread (no
+    signals), and it did run to the limit."""
+    verify.clear_cache()
+    math_equal("1", "2")  # a worker is up
+    limit, outcome = 2.0, {}
+
+    def check():
+        start = time.perf_counter()
+        outcome["result"] = math_equal(SLOW_TOWER, SLOW_GOLD, timeout=limit)
+        outcome["seconds"] = time.perf_counter() - start
+
+    thread = threading.Thread(target=check)
+    thread.start()
+    thread.join(timeout=120)
+    assert outcome["result"] is False
+    assert limit <= outcome["seconds"] < limit + 10
+
+
+# ---------------------------------------------------------------------------------------------
+# math_equal_many and the pool
+
+
+def test_a_batch_gives_each_pair_the_answer_math_equal_gives_it():
+    pairs = math500_pairs(rows=100)
+    reference = [math_equal(p, g) for p, g in pairs]
+    assert 0.3 < sum(reference) / len(pairs) < 0.7  # an answer put on the wrong pair would show
+    verify.clear_cache()
+    order = list(range(len(pairs))) * 2
+    random.Random(0).shuffle(order)
+    batch = math_equal_many([pairs[i] for i in order], workers=2)
+    assert batch == [reference[i] for i in order]
+
+
+def test_a_hostile_pair_costs_its_limit_while_the_others_go_on(calls):
+    """One pair runs to its limit in one worker; the other worker answers all the others, right."""
+    honest = math500_pairs(rows=15)
+    reference = [math_equal(p, g) for p, g in honest]
+    verify.clear_cache()
+    shared_pool().map([("1", "1")] * 2, timeout=30, workers=2)  # two workers are up
+    limit = 2.0
+    start = time.perf_counter()
+    calls["pairs"].clear()
+    results = math_equal_many([(SLOW_TOWER, SLOW_GOLD), *honest], timeout=limit, workers=2)
+    seconds = time.perf_counter() - start
+    assert results == [False, *reference]
+    assert limit <= seconds < limit + 15
+    assert len({worker for *_, worker in calls["pairs"]}) == 2
+
+
+def test_a_worker_killed_while_idle_is_replaced():
+    pairs = math500_pairs(rows=30)
+    reference = [math_equal(p, g) for p, g in pairs]
+    shared_pool().map([("1", "1")] * 2, timeout=30, workers=2)
+    pids = shared_pool().pids()
+    assert len(pids) >= 2
+    os.kill(pids[0], signal.SIGKILL)
+    verify.clear_cache()
+    assert math_equal_many(pairs, workers=len(pids)) == reference
+    assert pids[0] not in shared_pool().pids()
+
+
+def test_a_worker_killed_during_a_batch_changes_no_answer(monkeypatch):
+    """The pair its worker was given when killed is sent again to a replacement."""
+    pairs = math500_pairs(rows=200)
+    reference = [math_equal(p, g) for p, g in pairs]
+    verify.clear_cache()
+    original, done, killed = Worker.equal, [], []
+    lock = threading.Lock()
+
+    def equal_then_kill_the_other(self, prediction, gold, timeout):
+        result = original(self, prediction, gold, timeout)
+        with lock:
+            done.append(self)
+            others = [worker for worker in done if worker is not self]
+            # once both workers answer, well inside the batch, kill the other one from outside
+            if not killed and others and len(done) >= 10 and len(done) < len(pairs) - 30:
+                killed.append((others[0], others[0].pid))
+                os.kill(others[0].pid, signal.SIGKILL)
+        return result
+
+    monkeypatch.setattr(Worker, "equal", equal_then_kill_the_other)
+    assert math_equal_many(pairs, workers=2) == reference
+    [(victim, pid)] = killed
+    assert victim.pid not in (None, pid)  # replaced, and used again
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_the_worker_count_is_honoured(calls, workers):
+    """workers + 1 pairs that each hold a worker for its whole limit: exactly `workers` at once."""
+    towers = [(f"{d}^{{9^{{9^{{9}}}}}}", SLOW_GOLD) for d in range(3, 3 + workers + 1)]
+    assert math_equal_many(towers, timeout=1.0, workers=workers) == [False] * len(towers)
+    assert calls["most_at_once"] == workers
+
+
+def test_the_environment_sets_the_default_worker_count(calls, monkeypatch):
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    towers = [(f"{d}^{{9^{{9^{{9}}}}}}", SLOW_GOLD) for d in range(3, 7)]
+    assert math_equal_many(towers, timeout=1.0) == [False] * 4
+    assert calls["most_at_once"] == 3
+
+
+def test_default_workers(monkeypatch):
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    assert default_workers() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv(WORKERS_ENV, "5")
+    assert default_workers() == 5
+    for bad in ("0", "-1", "two", ""):
+        monkeypatch.setenv(WORKERS_ENV, bad)
+        with pytest.raises(ValueError, match=WORKERS_ENV):
+            default_workers()
+    with pytest.raises(ValueError, match="workers"):
+        math_equal_many([("\\frac{1}{7}", "0.142857")], workers=0)
+
+
+def test_duplicates_and_remembered_pairs_are_not_sent_to_workers(calls):
+    a, b, c = ("\\dfrac{2}{3}", "\\frac{2}{3}"), ("0.25", "\\frac{1}{3}"), ("2\\sqrt{2}", "\\sqrt{8}")
+    fast = ("\\boxed{5}", " 5 ")  # the same text: decided without a worker
+    assert math_equal_many([a, a, b, fast, a], workers=2) == [True, True, False, True, True]
+    assert sorted(pair[:2] for pair in calls["pairs"]) == sorted([a, b])
+    calls["pairs"].clear()
+    assert math_equal_many([b, a, c], workers=2) == [False, True, True]
+    assert [pair[:2] for pair in calls["pairs"]] == [c]
+    calls["pairs"].clear()
+    assert math_equal(*c) is True and calls["pairs"] == []
+
+
+def test_verify_many_batches_any_verifier(calls):
+    pairs = [("007", "7"), ("\\frac{1}{2}", "0.5"), ("8", "9")]
+    assert verify_many(exact_match, pairs) == [True, False, False]
+    assert verify_many("exact", pairs) == [True, False, False]
+    assert calls["pairs"] == []  # exact_match needs no worker
+    assert verify_many("math", pairs) == verify_many(math_equal, pairs) == [True, True, False]
+    with pytest.raises(ValueError, match="unknown verifier"):
+        verify_many("fuzzy", pairs)
+
+
+def test_a_forked_child_starts_its_own_workers():
+    """A child must not speak to its parent's workers over the pipes it inherited."""
+    math_equal_many([("\\frac{6}{8}", "0.75")])
+    parent_pids = set(shared_pool().pids())
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            result = math_equal("\\frac{9}{12}", "0.75")
+            os.write(write_end, json.dumps([result, shared_pool().pids()]).encode())
+            shared_pool().close()
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    result, child_pids = json.loads(os.read(read_end, 4096))
+    os.waitpid(child, 0)
+    assert result is True
+    assert child_pids and not set(child_pids) & parent_pids
+    assert set(shared_pool().pids()) == parent_pids
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -108,7 +326,7 @@ def test_exact_match(prediction, gold, expected):
 def test_no_eval_of_model_text_in_the_sources():
     """The verifier never reaches sympy's parse_expr / sympify, nor eval or exec."""
     sources = sorted(Path(verify.__file__).parent.glob("*.py"))
-    assert {p.name for p in sources} >= {"__init__.py", "worker.py"}
+    assert {p.name for p in sources} >= {"__init__.py", "worker.py", "pool.py"}
     for source in sources:
         text = source.read_text()
         for forbidden in ("eval(", "exec(", "sympify(", "parse_expr(", "ExprExtractionConfig("):

@@ -1,25 +1,38 @@
 """Verifiers: whether a model's final answer equals the gold answer (paper Section 4.1).
 
-Model text is data: it is never evaluated as code. `math_equal` parses with math-verify's LaTeX
+    math_equal(prediction, gold, timeout=5.0) -> bool               one pair, by math-verify
+    math_equal_many(pairs, *, timeout=5.0, workers=None) -> list    a batch, over worker processes
+    exact_match(prediction, gold) -> bool                           stripped text; integers by value
+    verify_many(verifier, pairs, *, timeout=5.0, workers=None)      a batch for any verifier
+    VERIFIERS = {"math": math_equal, "exact": exact_match}
+
+Task scoring should call `verify_many(task.verify, [(answer, gold), ...])` once per batch: with
+math_equal its pairs run in parallel, each under its own time limit.
+
+Model text is data: it is never evaluated as code. math_equal parses with math-verify's LaTeX
 extractor only (its plain-expression extractor calls sympy's parse_expr, which evaluates Python),
-in a separate worker process that is killed when a call runs past its time limit, so the limit
-holds in any thread and a hostile input (a power tower, a 100 KB string) costs at most `timeout`.
+in worker processes (bae.verify.worker) that are killed when a pair runs past its time limit, so
+the limit holds in any thread and a hostile input (a power tower, a 100 KB string) costs at most
+`timeout`, in one worker while the others go on.
+
+Workers: a batch runs on `workers` processes (default: the BAE_VERIFY_WORKERS environment
+variable, else one per core this process may use; see bae.verify.pool.default_workers). Several
+training processes on one machine each start their own, so set BAE_VERIFY_WORKERS to share the
+cores. Processes start on first use (about a second each), are kept between batches and end at exit.
 """
 
 from __future__ import annotations
 
-import atexit
-import json
-import os
 import re
-import select
-import subprocess
-import sys
 import threading
-from functools import lru_cache
+from collections import OrderedDict
+from typing import Callable, Iterable
+
+from bae.verify.pool import default_workers, shared_pool
 
 DEFAULT_TIMEOUT = 5.0
 MAX_ANSWER_CHARS = 1000  # longer answers are not parsed: no real final answer is that long
+CACHE_SIZE = 65536  # pairs whose worker result is remembered
 
 
 def _normalise(answer: str) -> str:
@@ -30,68 +43,9 @@ def _normalise(answer: str) -> str:
     return m.group(1) if m else s
 
 
-class _Worker:
-    """One long-lived `python -m bae.verify.worker` process, spoken to in JSON lines, killed on time-out."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
-        atexit.register(self.close)
-
-    def _start(self) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bae.verify.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-        )
-        if self._read(timeout=120.0) != "ready":  # imports sympy and math-verify once
-            self.close()
-            raise RuntimeError("the math-verify worker did not start")
-
-    def _read(self, timeout: float) -> str | None:
-        ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
-        if not ready:
-            return None
-        line = self._proc.stdout.readline()
-        return line.decode().strip() if line else None
-
-    def close(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
-
-    def equal(self, prediction: str, gold: str, timeout: float) -> bool:
-        with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._start()
-            try:
-                self._proc.stdin.write((json.dumps([prediction, gold]) + "\n").encode())
-                self._proc.stdin.flush()
-            except BrokenPipeError:
-                self.close()
-                return False
-            answer = self._read(timeout)
-            if answer is None:  # too slow (or crashed): kill it; the next call starts a new one
-                self.close()
-                return False
-            return answer == "1"
-
-
-_worker = _Worker()
-
-
-@lru_cache(maxsize=65536)
-def math_equal(prediction: str, gold: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
-    """Whether `prediction` is mathematically equal to `gold`, by math-verify (paper 4.1).
-
-    The prediction is wrapped in \\boxed{} unless it already holds one, the gold in $...$; both are
-    parsed as LaTeX and compared by math_verify.verify. Returns False for an empty or unparseable
-    prediction, one longer than MAX_ANSWER_CHARS, or a call that runs past `timeout` seconds.
-    Thread-safe (calls are serialised through one worker process) and cached.
-    """
+def _decided_without_worker(prediction, gold) -> bool | None:
+    """The answer when no comparison is needed (non-strings, empty, the same text up to whitespace,
+    $...$ and an outer \\boxed{}, or too long to parse); None otherwise."""
     if not isinstance(prediction, str) or not isinstance(gold, str):
         return False
     if not prediction.strip() or not gold.strip():
@@ -100,7 +54,87 @@ def math_equal(prediction: str, gold: str, timeout: float = DEFAULT_TIMEOUT) -> 
         return True
     if len(prediction) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
         return False
-    return _worker.equal(prediction, gold, timeout)
+    return None
+
+
+class _Cache:
+    """Least-recently-used results of worker comparisons, by (prediction, gold, timeout): a pair
+    that ran past its limit may finish under a longer one. Thread-safe."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._results: OrderedDict[tuple[str, str, float], bool] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, float]) -> bool | None:
+        with self._lock:
+            if key not in self._results:
+                return None
+            self._results.move_to_end(key)
+            return self._results[key]
+
+    def put(self, key: tuple[str, str, float], result: bool) -> None:
+        with self._lock:
+            self._results[key] = result
+            self._results.move_to_end(key)
+            while len(self._results) > self._size:
+                self._results.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._results.clear()
+
+
+_cache = _Cache(CACHE_SIZE)
+
+
+def clear_cache() -> None:
+    """Forget every remembered result (for benchmarks and tests)."""
+    _cache.clear()
+
+
+def math_equal_many(
+    pairs: Iterable[tuple[str, str]], *, timeout: float = DEFAULT_TIMEOUT, workers: int | None = None
+) -> list[bool]:
+    """math_equal of every (prediction, gold) pair, in order; thread-safe, from any thread.
+
+    Pairs decided without a comparison (see math_equal) and pairs remembered from earlier calls
+    are answered at once; the other distinct pairs, each sent once however often it repeats, are
+    spread over `workers` worker processes (default: default_workers()), each pair under its own
+    hard limit of `timeout` seconds. A pair past its limit is False, its worker is killed and
+    replaced, and the other pairs go on in the other workers, so a batch with h hostile pairs
+    over W workers costs about (honest work) / W + (h / W) x timeout at most. Results are remembered
+    (CACHE_SIZE pairs), timed-out ones too, keyed with `timeout`. Two threads verifying the same
+    new pair at the same moment may both compare it.
+    """
+    pairs = list(pairs)
+    results: list[bool | None] = [None] * len(pairs)
+    pending: dict[tuple[str, str], list[int]] = {}
+    for i, (prediction, gold) in enumerate(pairs):
+        results[i] = _decided_without_worker(prediction, gold)
+        if results[i] is None:
+            results[i] = _cache.get((prediction, gold, timeout))
+        if results[i] is None:
+            pending.setdefault((prediction, gold), []).append(i)
+    if pending:
+        answers = shared_pool().map(list(pending), timeout=timeout, workers=default_workers() if workers is None else workers)
+        for (pair, indices), answer in zip(pending.items(), answers, strict=True):
+            _cache.put((*pair, timeout), answer)
+            for i in indices:
+                results[i] = answer
+    return results
+
+
+def math_equal(prediction: str, gold: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """Whether `prediction` is mathematically equal to `gold`, by math-verify (paper 4.1).
+
+    The prediction is wrapped in \\boxed{} unless it already holds one, the gold in $...$; both are
+    parsed as LaTeX and compared by math_verify.verify. True at once for the same text up to
+    whitespace, $...$ and an outer \\boxed{}. False for a non-string, an empty or unparseable
+    prediction, one longer than MAX_ANSWER_CHARS, or a comparison that runs past `timeout`
+    seconds. Thread-safe and remembered, as for math_equal_many (this is a batch of one).
+    """
+    return math_equal_many([(prediction, gold)], timeout=timeout)[0]
 
 
 def exact_match(prediction: str, gold: str) -> bool:
@@ -118,3 +152,27 @@ def exact_match(prediction: str, gold: str) -> bool:
 
 
 VERIFIERS = {"math": math_equal, "exact": exact_match}
+
+_BATCH_FORMS = {math_equal: math_equal_many}
+
+
+def verify_many(
+    verifier: Callable[[str, str], bool] | str,
+    pairs: Iterable[tuple[str, str]],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    workers: int | None = None,
+) -> list[bool]:
+    """`verifier(prediction, gold)` of every pair, in order, as bools, in one call per batch.
+
+    `verifier` is a callable or a VERIFIERS name. math_equal runs as math_equal_many (parallel,
+    `timeout` and `workers` as there); any other verifier, exact_match included, runs pair by pair
+    in this thread and ignores `timeout` and `workers`.
+    """
+    if isinstance(verifier, str):
+        if verifier not in VERIFIERS:
+            raise ValueError(f"unknown verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
+        verifier = VERIFIERS[verifier]
+    if verifier in _BATCH_FORMS:
+        return _BATCH_FORMS[verifier](pairs, timeout=timeout, workers=workers)
+    return [bool(verifier(prediction, gold)) for prediction, gold in pairs]
