@@ -1,5 +1,5 @@
 """Verifiers (bae.verify): math_equal and its batch form over the worker pool, exact_match, the
-worker process.
+worker process and its exact pre-check for huge numbers.
 
 Timings are asserted only as generous bounds (the machines are shared), or as lower bounds where a
 test must show that a pair really ran to its time limit.
@@ -14,14 +14,19 @@ import time
 from pathlib import Path
 
 import pytest
+import sympy
+from math_verify import LatexExtractionConfig, parse
+from math_verify import verify as math_verify
 
 from bae import verify
 from bae.evaluation.sets import EVAL_SETS
 from bae.evaluation.sets import path as eval_set
 from bae.verify import exact_match, math_equal, math_equal_many, verify_many
+from bae.verify.magnitude import HUGE_DIGITS, magnitude, provably_unequal
 from bae.verify.pool import WORKERS_ENV, Worker, default_workers, shared_pool
 
-# math-verify evaluates the tower until the time limit: the slow pair of these tests.
+# The gold is symbolic, so the pre-check leaves the pair to math-verify, which evaluates the tower
+# until the time limit: the slow pair of these tests.
 SLOW_TOWER = "9^{9^{9^{9}}}"
 SLOW_GOLD = "x + 1"
 
@@ -102,6 +107,7 @@ EQUIVALENT = [
     ("1,000", "1000"),
     ("x = 5", "5"),
     ("-\\frac{1}{3}", "-1/3"),
+    ("2^{4000}", "4^{2000}"),  # huge but equal: the pre-check must leave it to math-verify
 ]
 DIFFERENT = [("3", "4"), ("0.5", "\\frac{1}{3}"), ("\\frac{\\pi}{2}", "\\pi"), ("", "1"), ("abc", "1")]
 
@@ -155,7 +161,7 @@ def test_math_equal_works_outside_the_main_thread():
 
 def test_the_time_limit_holds_in_a_thread():
     """A pair math-verify cannot finish returns False at its limit from a non-main thread (no
-    signals), and it did run to the limit."""
+    signals), and it did run to the limit (so the limit, not the pre-check, decided it)."""
     verify.clear_cache()
     math_equal("1", "2")  # a worker is up
     limit, outcome = 2.0, {}
@@ -201,6 +207,14 @@ def test_a_hostile_pair_costs_its_limit_while_the_others_go_on(calls):
     assert results == [False, *reference]
     assert limit <= seconds < limit + 15
     assert len({worker for *_, worker in calls["pairs"]}) == 2
+
+
+def test_a_covered_tower_is_answered_by_the_pre_check_not_the_limit():
+    """Without the pre-check this pair would run its whole 60 s limit."""
+    shared_pool().map([("1", "1")], timeout=30, workers=1)
+    start = time.perf_counter()
+    assert shared_pool().map([("9^{9^{9^{9^{9}}}}", "\\frac{3}{4}")], timeout=60, workers=1) == [False]
+    assert time.perf_counter() - start < 30
 
 
 def test_a_worker_killed_while_idle_is_replaced():
@@ -312,6 +326,72 @@ def test_a_forked_child_starts_its_own_workers():
 
 
 # ---------------------------------------------------------------------------------------------
+# The pre-check for huge numbers (bae.verify.magnitude)
+
+
+def parsed(latex: str) -> list:
+    return parse("$" + latex + "$", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
+
+
+@pytest.mark.parametrize(
+    "latex",
+    ["2^{100}", "3^{3^{3}}", "\\left(\\frac{7}{9}\\right)^{40}", "(-2)^{11}", "10! + 3", "e^{20}",
+     "\\pi^{12}", "2^{100} - 3^{50}", "\\sqrt{8}", "1.5^{300}", "-\\frac{5}{3} \\cdot 2^{-30}",
+     "(4!)! - 10^{20}", "0.001"],
+)
+def test_magnitude_bounds_hold_the_true_value(latex):
+    """On numbers small enough to compute: low <= log10|x| <= high, and the bounds are tight."""
+    expr = parsed(latex)[0]
+    value = expr.doit()
+    true_log = float(sympy.log(abs(value), 10).evalf(30))
+    m = magnitude(expr)
+    assert m is not None and m.sign == (1 if value > 0 else -1)
+    assert m.low <= true_log <= m.high
+    assert m.high - m.low < 0.1 + 1e-6 * abs(true_log)
+
+
+@pytest.mark.parametrize("latex", ["x + 1", "2 - 2", "0 \\cdot 9^{9^{9}}", "9i", "2^{9^{9}} - 2^{9^{9}}",
+                                    "(-2)^{\\frac{1}{3}}", "10\\%", "\\sin 3"])
+def test_magnitude_is_unknown_where_it_cannot_be_proved(latex):
+    assert magnitude(parsed(latex)[0]) is None
+
+
+COMPUTABLE_DECIDED = [  # big enough for the pre-check, small enough for math-verify to finish
+    ("2^{4000}", "1"), ("7^{7^{4}}", "(1, 2)"), ("3^{3^{7}}", "[0, 5]"), ("(500)!", "\\{1, 2\\}"),
+    ("10^{1010}", "-\\frac{\\pi}{6}"), ("3 \\cdot 2^{5000} + 7", "\\left(-\\infty, 2\\right]"),
+]
+
+
+@pytest.mark.parametrize("prediction, gold", COMPUTABLE_DECIDED)
+def test_the_pre_check_agrees_with_math_verify_where_math_verify_finishes(prediction, gold):
+    assert provably_unequal(parsed(gold), parsed(prediction))
+    assert math_verify(parsed(gold), parsed(prediction), timeout_seconds=None) is False
+
+
+@pytest.mark.parametrize(
+    "prediction, gold",
+    [(SLOW_TOWER, SLOW_GOLD),  # a symbolic gold
+     ("3^{2 \\cdot 9^{9^{9}}}", SLOW_TOWER),  # a huge gold, and equal
+     ("9^{9^{9^{9}}} - 9^{9^{9^{9}}} + 1", "1"),  # cancellation: it is 1
+     ("0 \\cdot 9^{9^{9^{9}}}", "0"),
+     ("2^{4000}", "4^{2000}"),  # equal
+     ("10^{999}", "1"),  # not more than HUGE_DIGITS digits
+     ("x = 9^{9^{9^{9}}}", "5"),  # a relation
+     ("\\{9^{9^{9^{9}}}\\}", "5")],  # a set
+)
+def test_the_pre_check_decides_nothing_it_cannot_prove(prediction, gold):
+    assert not provably_unequal(parsed(gold), parsed(prediction))
+
+
+def test_the_pre_check_covers_the_towers_of_the_issue():
+    assert HUGE_DIGITS == verify.MAX_ANSWER_CHARS
+    for tower in ["9^{9^{9^{9^{9}}}}", "9^{9^{9^{9}}}", "10^{10^{10^{10}}}", "2^{2^{2^{2^{2^{2}}}}}",
+                  "((9!)!)!", "e^{e^{e^{e^{e}}}}"]:
+        for gold in ["1", "\\frac{3}{4}", "3\\sqrt{13}", "(6,31,-1)", "(2,\\infty)", "1.25"]:
+            assert provably_unequal(parsed(gold), parsed(tower)), (tower, gold)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -326,7 +406,7 @@ def test_exact_match(prediction, gold, expected):
 def test_no_eval_of_model_text_in_the_sources():
     """The verifier never reaches sympy's parse_expr / sympify, nor eval or exec."""
     sources = sorted(Path(verify.__file__).parent.glob("*.py"))
-    assert {p.name for p in sources} >= {"__init__.py", "worker.py", "pool.py"}
+    assert {p.name for p in sources} >= {"__init__.py", "worker.py", "pool.py", "magnitude.py"}
     for source in sources:
         text = source.read_text()
         for forbidden in ("eval(", "exec(", "sympify(", "parse_expr(", "ExprExtractionConfig("):

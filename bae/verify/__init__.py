@@ -103,7 +103,8 @@ def math_equal_many(
     spread over `workers` worker processes (default: default_workers()), each pair under its own
     hard limit of `timeout` seconds. A pair past its limit is False, its worker is killed and
     replaced, and the other pairs go on in the other workers, so a batch with h hostile pairs
-    over W workers costs about (honest work) / W + (h / W) x timeout at most. Results are remembered
+    over W workers costs about (honest work) / W + (h / W) x timeout at most; the worker's exact
+    pre-check (bae.verify.worker) answers most power towers at once. Results are remembered
     (CACHE_SIZE pairs), timed-out ones too, keyed with `timeout`. Two threads verifying the same
     new pair at the same moment may both compare it.
     """
