@@ -198,7 +198,7 @@ def test_a_hostile_pair_costs_its_limit_while_the_others_go_on(calls):
     honest = math500_pairs(rows=15)
     reference = [math_equal(p, g) for p, g in honest]
     verify.clear_cache()
-    shared_pool().map([("1", "1")] * 2, timeout=30, workers=2)  # two workers are up
+    verify.start_workers(2)
     limit = 2.0
     start = time.perf_counter()
     calls["pairs"].clear()
@@ -220,7 +220,7 @@ def test_a_covered_tower_is_answered_by_the_pre_check_not_the_limit():
 def test_a_worker_killed_while_idle_is_replaced():
     pairs = math500_pairs(rows=30)
     reference = [math_equal(p, g) for p, g in pairs]
-    shared_pool().map([("1", "1")] * 2, timeout=30, workers=2)
+    verify.start_workers(2)
     pids = shared_pool().pids()
     assert len(pids) >= 2
     os.kill(pids[0], signal.SIGKILL)
@@ -267,6 +267,16 @@ def test_the_environment_sets_the_default_worker_count(calls, monkeypatch):
     towers = [(f"{d}^{{9^{{9^{{9}}}}}}", SLOW_GOLD) for d in range(3, 7)]
     assert math_equal_many(towers, timeout=1.0) == [False] * 4
     assert calls["most_at_once"] == 3
+
+
+def test_start_workers_starts_them_ahead(calls):
+    verify.start_workers(3)
+    pids = shared_pool().pids()
+    assert len(pids) >= 3 and calls["pairs"] == []
+    for pid in pids:
+        os.kill(pid, 0)  # running
+    math_equal_many([(f"\\frac{{{i}}}{{3}}", f"{i / 3:.6f}") for i in range(1, 10)], workers=3)
+    assert set(shared_pool().pids()) == set(pids)  # the batch started none
 
 
 def test_default_workers(monkeypatch):

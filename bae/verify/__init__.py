@@ -4,6 +4,7 @@
     math_equal_many(pairs, *, timeout=5.0, workers=None) -> list    a batch, over worker processes
     exact_match(prediction, gold) -> bool                           stripped text; integers by value
     verify_many(verifier, pairs, *, timeout=5.0, workers=None)      a batch for any verifier
+    start_workers(workers=None)                                     start the processes ahead
     VERIFIERS = {"math": math_equal, "exact": exact_match}
 
 Task scoring should call `verify_many(task.verify, [(answer, gold), ...])` once per batch: with
@@ -13,12 +14,14 @@ Model text is data: it is never evaluated as code. math_equal parses with math-v
 extractor only (its plain-expression extractor calls sympy's parse_expr, which evaluates Python),
 in worker processes (bae.verify.worker) that are killed when a pair runs past its time limit, so
 the limit holds in any thread and a hostile input (a power tower, a 100 KB string) costs at most
-`timeout`, in one worker while the others go on.
+`timeout`, in one worker while the others go on; most power towers cost nothing, answered by an
+exact pre-check (bae.verify.magnitude) instead of the limit.
 
 Workers: a batch runs on `workers` processes (default: the BAE_VERIFY_WORKERS environment
 variable, else one per core this process may use; see bae.verify.pool.default_workers). Several
 training processes on one machine each start their own, so set BAE_VERIFY_WORKERS to share the
-cores. Processes start on first use (about a second each), are kept between batches and end at exit.
+cores. Processes start on first use (about a second each; start_workers starts them ahead, e.g.
+while a trainer sets up), are kept between batches and end at exit.
 """
 
 from __future__ import annotations
@@ -91,6 +94,12 @@ _cache = _Cache(CACHE_SIZE)
 def clear_cache() -> None:
     """Forget every remembered result (for benchmarks and tests)."""
     _cache.clear()
+
+
+def start_workers(workers: int | None = None) -> None:
+    """Start `workers` worker processes (default: default_workers()) now, in parallel, so that
+    the first batch does not wait for them."""
+    shared_pool().start(default_workers() if workers is None else workers)
 
 
 def math_equal_many(

@@ -51,7 +51,12 @@ class Worker:
         """The process id, or None before the first pair and after a kill."""
         return None if self._proc is None else self._proc.pid
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the process unless it is running (replacing a dead one); RuntimeError if it does
+        not say it is ready within START_TIMEOUT seconds."""
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self.close()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "bae.verify.worker"],
             stdin=subprocess.PIPE,
@@ -91,9 +96,7 @@ class Worker:
         """
         request = (json.dumps([prediction, gold]) + "\n").encode()
         for _ in range(2):
-            if self._proc is None or self._proc.poll() is not None:
-                self.close()
-                self._start()
+            self.start()
             try:
                 self._proc.stdin.write(request)
                 self._proc.stdin.flush()
@@ -147,6 +150,30 @@ class WorkerPool:
                 worker.close()
             else:
                 self._idle.append(worker)
+
+    def start(self, workers: int) -> None:
+        """Have at least `workers` processes running and idle, started in parallel (a worker
+        otherwise starts on its first pair, about a second of the first batch)."""
+        lent = [self._lend() for _ in range(workers)]
+        errors: list[BaseException] = []
+
+        def start(worker: Worker) -> None:
+            try:
+                worker.start()
+            except BaseException as e:
+                errors.append(e)
+
+        try:
+            starts = [threading.Thread(target=start, args=(worker,), daemon=True) for worker in lent]
+            for thread in starts:
+                thread.start()
+            for thread in starts:
+                thread.join()
+        finally:
+            for worker in lent:
+                self._take_back(worker)
+        if errors:
+            raise errors[0]
 
     def map(self, pairs: list[tuple[str, str]], *, timeout: float, workers: int) -> list[bool]:
         """Worker.equal of every (prediction, gold) pair, in order, over min(workers, len(pairs))
