@@ -279,6 +279,18 @@ def test_start_workers_starts_them_ahead(calls):
     assert set(shared_pool().pids()) == set(pids)  # the batch started none
 
 
+def test_stop_workers_ends_them_and_the_next_batch_starts_new_ones():
+    verify.start_workers(2)
+    old = shared_pool().pids()
+    verify.stop_workers()
+    assert shared_pool().pids() == []
+    for pid in old:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert math_equal_many([("\\dfrac{5}{7}", "\\frac{10}{14}")], timeout=30) == [True]
+    assert shared_pool().pids() and not set(shared_pool().pids()) & set(old)
+
+
 def test_default_workers(monkeypatch):
     monkeypatch.delenv(WORKERS_ENV, raising=False)
     assert default_workers() == len(os.sched_getaffinity(0))

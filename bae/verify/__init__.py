@@ -5,6 +5,7 @@
     exact_match(prediction, gold) -> bool                           stripped text; integers by value
     verify_many(verifier, pairs, *, timeout=5.0, workers=None)      a batch for any verifier
     start_workers(workers=None)                                     start the processes ahead
+    stop_workers()                                                  end them (the next batch restarts)
     VERIFIERS = {"math": math_equal, "exact": exact_match}
 
 Task scoring should call `verify_many(task.verify, [(answer, gold), ...])` once per batch: with
@@ -100,6 +101,12 @@ def start_workers(workers: int | None = None) -> None:
     """Start `workers` worker processes (default: default_workers()) now, in parallel, so that
     the first batch does not wait for them."""
     shared_pool().start(default_workers() if workers is None else workers)
+
+
+def stop_workers() -> None:
+    """End the worker processes (each holds sympy and math-verify, a few hundred MB; one lent to
+    a running batch ends when that batch is done); the next batch starts new ones."""
+    shared_pool().stop()
 
 
 def math_equal_many(

@@ -120,13 +120,14 @@ class WorkerPool:
     `map` serves one batch with `workers` processes at once: it takes idle workers (or new ones)
     for the batch, runs them from as many threads (the caller's thread among them), and takes
     them back afterwards, so concurrent batches from several threads each get their own workers.
-    Idle workers are kept for the next batch; `close` ends them all (run at exit).
+    Idle workers are kept for the next batch; `stop` ends them all, `close` (run at exit) for good.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._idle: list[Worker] = []
         self._lent: set[Worker] = set()
+        self._retiring: set[Worker] = set()  # lent workers to end when given back
         self._closed = False
         atexit.register(self.close)
 
@@ -146,10 +147,12 @@ class WorkerPool:
     def _take_back(self, worker: Worker) -> None:
         with self._lock:
             self._lent.discard(worker)
-            if self._closed:
-                worker.close()
-            else:
+            retire = self._closed or worker in self._retiring
+            self._retiring.discard(worker)
+            if not retire:
                 self._idle.append(worker)
+        if retire:
+            worker.close()
 
     def start(self, workers: int) -> None:
         """Have at least `workers` processes running and idle, started in parallel (a worker
@@ -214,13 +217,20 @@ class WorkerPool:
             raise errors[0]
         return results
 
-    def close(self) -> None:
-        """End every idle worker now and every lent one when it comes back; later batches raise."""
+    def stop(self) -> None:
+        """End the idle workers now and the lent ones when their batch gives them back; later
+        batches start new ones."""
         with self._lock:
-            self._closed = True
             idle, self._idle = self._idle, []
+            self._retiring |= self._lent
         for worker in idle:
             worker.close()
+
+    def close(self) -> None:
+        """Stop every worker (as `stop`) for good: later batches raise RuntimeError. Run at exit."""
+        with self._lock:
+            self._closed = True
+        self.stop()
 
 
 _shared: WorkerPool | None = None
