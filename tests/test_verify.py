@@ -300,8 +300,10 @@ def test_default_workers(monkeypatch):
         monkeypatch.setenv(WORKERS_ENV, bad)
         with pytest.raises(ValueError, match=WORKERS_ENV):
             default_workers()
-    with pytest.raises(ValueError, match="workers"):
-        math_equal_many([("\\frac{1}{7}", "0.142857")], workers=0)
+    monkeypatch.delenv(WORKERS_ENV)
+    for options in ({"workers": 0}, {"timeout": 0}, {"timeout": -1.0}, {"timeout": float("nan")}):
+        with pytest.raises(ValueError, match="expected timeout > 0 and workers >= 1"):
+            math_equal_many([("1", "1")], **options)  # even when no pair needs a worker
 
 
 def test_duplicates_and_remembered_pairs_are_not_sent_to_workers(calls):

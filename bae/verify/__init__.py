@@ -122,8 +122,10 @@ def math_equal_many(
     over W workers costs about (honest work) / W + (h / W) x timeout at most; the worker's exact
     pre-check (bae.verify.worker) answers most power towers at once. Results are remembered
     (CACHE_SIZE pairs), timed-out ones too, keyed with `timeout`. Two threads verifying the same
-    new pair at the same moment may both compare it.
+    new pair at the same moment may both compare it. ValueError for `timeout` <= 0 or `workers` < 1.
     """
+    if not timeout > 0 or (workers is not None and workers < 1):
+        raise ValueError(f"expected timeout > 0 and workers >= 1, got timeout={timeout}, workers={workers}")
     pairs = list(pairs)
     results: list[bool | None] = [None] * len(pairs)
     pending: dict[tuple[str, str], list[int]] = {}

@@ -1,7 +1,7 @@
 """Worker processes for math_equal: one `Worker` per process, a `WorkerPool` lending them to batches.
 
 Each worker is a long-lived `python -m bae.verify.worker` process spoken to in JSON lines over
-pipes. The per-pair time limit is enforced here, by waiting on the pipe with select and killing
+pipes. The per-pair time limit is enforced here, by waiting on the pipe with poll and killing
 the process when the limit passes: no signals, so it holds in any thread. A killed worker is
 replaced by a fresh process when it is next given a pair.
 """
@@ -40,11 +40,12 @@ def default_workers() -> int:
 
 
 class Worker:
-    """One worker process, started on its first pair. Not thread-safe: a pool lends each worker
-    to one thread at a time."""
+    """One worker process, started on its first pair (or by `start`). Not thread-safe: a pool
+    lends each worker to one thread at a time."""
 
     def __init__(self):
         self._proc: subprocess.Popen | None = None
+        self._poll: select.poll | None = None
 
     @property
     def pid(self) -> int | None:
@@ -65,17 +66,19 @@ class Worker:
             # the caller's import path, so the worker imports the same bae (a checkout, a worktree)
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
         )
-        if self._read(START_TIMEOUT) != "ready":
+        # poll, not select: select fails on descriptors above 1024, which a big trainer may reach
+        self._poll = select.poll()
+        self._poll.register(self._proc.stdout, select.POLLIN)
+        if self._line(START_TIMEOUT) != b"ready\n":
             self.close()
             raise RuntimeError("the math-verify worker did not start")
 
-    def _read(self, timeout: float) -> str | None:
-        """The next line, or None when none comes within `timeout` or the process has died."""
-        ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
-        if not ready:
+    def _line(self, timeout: float) -> bytes | None:
+        """The next line from the process (b"" when it has died), or None when none comes within
+        `timeout` seconds."""
+        if not self._poll.poll(timeout * 1000):
             return None
-        line = self._proc.stdout.readline()
-        return line.decode().strip() if line else None
+        return self._proc.stdout.readline()
 
     def close(self) -> None:
         if self._proc is not None:
@@ -84,7 +87,7 @@ class Worker:
             with contextlib.suppress(BrokenPipeError):  # a request left unsent in the buffer
                 self._proc.stdin.close()
             self._proc.stdout.close()
-            self._proc = None
+            self._proc = self._poll = None
 
     def equal(self, prediction: str, gold: str, timeout: float) -> bool:
         """Whether the worker finds `prediction` equal to `gold` within `timeout` seconds.
@@ -103,11 +106,10 @@ class Worker:
             except BrokenPipeError:  # died while idle: nothing was compared yet
                 self.close()
                 continue
-            ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
-            if not ready:
+            line = self._line(timeout)
+            if line is None:
                 self.close()
                 return False
-            line = self._proc.stdout.readline()
             if line:
                 return line.strip() == b"1"
             self.close()  # died under this pair
@@ -185,6 +187,8 @@ class WorkerPool:
         deduplication: those are math_equal_many's."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if not timeout > 0:  # poll would wait forever on a negative limit
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         results = [False] * len(pairs)
         next_pair = iter(range(len(pairs)))
         take_lock = threading.Lock()
