@@ -13,7 +13,8 @@ cleared and the workers restarted (and started, untimed) before every timed run,
 is compared by math-verify in a worker.
 
 1. Throughput: --pairs pairs (half MATH500, half GSM8K and AIME), for each worker count, --rounds
-   times in alternation; pairs/s.
+   times in alternation; pairs/s, and the workers' CPU time per pair and cores kept busy (on a
+   shared machine the wall-clock figures depend on the other jobs; the CPU time per pair does not).
 2. Hostile answers: a batch of --batch pairs, then the same batch with a --hostile share of its
    predictions replaced by distinct power towers (a^{b^{c^{d}}}, digits 3-9; golds kept), on the
    largest worker count, --rounds times in alternation; the ratio of the medians against the
@@ -34,6 +35,7 @@ import time
 from fractions import Fraction
 
 from bae import verify
+from bae.verify.pool import shared_pool
 from bae.evaluation.sets import path as eval_set
 
 
@@ -132,15 +134,28 @@ def uncovered_towers(pairs: list[tuple[str, str]]) -> int:
     return sum(not provably_unequal(parsed(gold), parsed(tower)) for tower, gold in pairs)
 
 
-def timed(pairs: list[tuple[str, str]], workers: int, timeout: float) -> tuple[float, list[bool]]:
-    """Seconds for one math_equal_many call on fresh, started workers and an empty cache (fresh
-    workers: math-verify keeps parses of its own in each process)."""
+def worker_cpu_seconds() -> float:
+    """User and system CPU seconds of the running workers so far (Linux /proc)."""
+    total = 0.0
+    for pid in shared_pool().pids():
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def timed(pairs: list[tuple[str, str]], workers: int, timeout: float) -> tuple[float, float, list[bool]]:
+    """Seconds and worker CPU seconds of one math_equal_many call on fresh, started workers and
+    an empty cache (fresh workers: math-verify keeps parses of its own in each process). The CPU
+    seconds miss the work of a worker killed at the limit."""
     verify.stop_workers()
     verify.start_workers(workers)
     verify.clear_cache()
+    cpu = worker_cpu_seconds()
     start = time.perf_counter()
     results = verify.math_equal_many(pairs, timeout=timeout, workers=workers)
-    return time.perf_counter() - start, results
+    seconds = time.perf_counter() - start
+    return seconds, worker_cpu_seconds() - cpu, results
 
 
 def main() -> None:
@@ -158,15 +173,19 @@ def main() -> None:
     print(f"\nthroughput on {len(pairs)} distinct non-trivial real pairs (limit {args.timeout} s)")
     throughput: dict[int, list[float]] = {w: [] for w in args.workers}
     reference = None
+    cpu_per_pair: dict[int, list[float]] = {w: [] for w in args.workers}
     for round_ in range(args.rounds):
         for workers in args.workers:
-            seconds, results = timed(pairs, workers, args.timeout)
+            seconds, cpu, results = timed(pairs, workers, args.timeout)
             reference = results if reference is None else reference
             assert results == reference, "results differ between runs"
             throughput[workers].append(len(pairs) / seconds)
-            print(f"  round {round_ + 1}, {workers} worker(s): {seconds:6.2f} s  {len(pairs) / seconds:6.1f} pairs/s")
+            cpu_per_pair[workers].append(1000 * cpu / len(pairs))
+            print(f"  round {round_ + 1}, {workers} worker(s): {seconds:6.2f} s  {len(pairs) / seconds:6.1f} pairs/s  "
+                  f"worker CPU {cpu:5.2f} s ({1000 * cpu / len(pairs):4.1f} ms/pair, {cpu / seconds:.2f} cores busy)")
     for workers, rates in throughput.items():
-        print(f"  median, {workers} worker(s): {statistics.median(rates):6.1f} pairs/s")
+        print(f"  median, {workers} worker(s): {statistics.median(rates):6.1f} pairs/s, "
+              f"{statistics.median(cpu_per_pair[workers]):4.1f} worker CPU ms/pair")
 
     workers = max(args.workers)
     clean = real_pairs(args.batch, seed=2)
@@ -177,9 +196,9 @@ def main() -> None:
     times: dict[str, list[float]] = {"clean": [], "hostile": []}
     for round_ in range(args.rounds):
         for name, batch in (("clean", clean), ("hostile", hostile)):
-            seconds, results = timed(batch, workers, args.timeout)
+            seconds, cpu, results = timed(batch, workers, args.timeout)
             times[name].append(seconds)
-            print(f"  round {round_ + 1} {name:7s}: {seconds:6.2f} s  ({sum(results)} equal)")
+            print(f"  round {round_ + 1} {name:7s}: {seconds:6.2f} s  worker CPU {cpu:5.2f} s  ({sum(results)} equal)")
     clean_s, hostile_s = statistics.median(times["clean"]), statistics.median(times["hostile"])
     bound = 1.5 * clean_s + args.timeout
     print(f"  medians: clean {clean_s:.2f} s, hostile {hostile_s:.2f} s, ratio {hostile_s / clean_s:.2f}; "
