@@ -13,8 +13,9 @@ cleared and the workers restarted (and started, untimed) before every timed run,
 is compared by math-verify in a worker.
 
 1. Throughput: --pairs pairs (half MATH500, half GSM8K and AIME), for each worker count, --rounds
-   times in alternation; pairs/s, and the workers' CPU time per pair and cores kept busy (on a
-   shared machine the wall-clock figures depend on the other jobs; the CPU time per pair does not).
+   times in alternation; pairs/s, and how the workers spent workers x wall seconds: running,
+   waiting for a core (other jobs on a shared machine), or idle (blocked on their pipe: the
+   pool's own overhead).
 2. Hostile answers: a batch of --batch pairs, then the same batch with a --hostile share of its
    predictions replaced by distinct power towers (a^{b^{c^{d}}}, digits 3-9; golds kept), on the
    largest worker count, --rounds times in alternation; the ratio of the medians against the
@@ -134,28 +135,30 @@ def uncovered_towers(pairs: list[tuple[str, str]]) -> int:
     return sum(not provably_unequal(parsed(gold), parsed(tower)) for tower, gold in pairs)
 
 
-def worker_cpu_seconds() -> float:
-    """User and system CPU seconds of the running workers so far (Linux /proc)."""
-    total = 0.0
+def worker_schedule() -> tuple[float, float]:
+    """Seconds the running workers have so far spent running and waiting for a core (Linux
+    /proc/PID/schedstat)."""
+    running = waiting = 0.0
     for pid in shared_pool().pids():
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        with open(f"/proc/{pid}/schedstat") as f:
+            run_ns, wait_ns, _ = map(int, f.read().split())
+        running, waiting = running + run_ns / 1e9, waiting + wait_ns / 1e9
+    return running, waiting
 
 
-def timed(pairs: list[tuple[str, str]], workers: int, timeout: float) -> tuple[float, float, list[bool]]:
-    """Seconds and worker CPU seconds of one math_equal_many call on fresh, started workers and
-    an empty cache (fresh workers: math-verify keeps parses of its own in each process). The CPU
-    seconds miss the work of a worker killed at the limit."""
+def timed(pairs: list[tuple[str, str]], workers: int, timeout: float) -> tuple[float, float, float, list[bool]]:
+    """Seconds of one math_equal_many call on fresh, started workers and an empty cache (fresh
+    workers: math-verify keeps parses of its own in each process), and the seconds its workers
+    spent running and waiting for a core (missing the time of a worker killed at the limit)."""
     verify.stop_workers()
     verify.start_workers(workers)
     verify.clear_cache()
-    cpu = worker_cpu_seconds()
+    running, waiting = worker_schedule()
     start = time.perf_counter()
     results = verify.math_equal_many(pairs, timeout=timeout, workers=workers)
     seconds = time.perf_counter() - start
-    return seconds, worker_cpu_seconds() - cpu, results
+    ran, waited = worker_schedule()
+    return seconds, ran - running, waited - waiting, results
 
 
 def main() -> None:
@@ -176,16 +179,19 @@ def main() -> None:
     cpu_per_pair: dict[int, list[float]] = {w: [] for w in args.workers}
     for round_ in range(args.rounds):
         for workers in args.workers:
-            seconds, cpu, results = timed(pairs, workers, args.timeout)
+            seconds, ran, waited, results = timed(pairs, workers, args.timeout)
             reference = results if reference is None else reference
             assert results == reference, "results differ between runs"
             throughput[workers].append(len(pairs) / seconds)
-            cpu_per_pair[workers].append(1000 * cpu / len(pairs))
-            print(f"  round {round_ + 1}, {workers} worker(s): {seconds:6.2f} s  {len(pairs) / seconds:6.1f} pairs/s  "
-                  f"worker CPU {cpu:5.2f} s ({1000 * cpu / len(pairs):4.1f} ms/pair, {cpu / seconds:.2f} cores busy)")
+            cpu_per_pair[workers].append(1000 * ran / len(pairs))
+            # what is left of workers x wall: a worker blocked on its pipe, waiting for the pool
+            idle = workers * seconds - ran - waited
+            print(f"  round {round_ + 1}, {workers} worker(s): {seconds:6.2f} s {len(pairs) / seconds:6.1f} pairs/s; "
+                  f"workers ran {ran:5.2f} s ({1000 * ran / len(pairs):4.1f} ms/pair), waited for a core "
+                  f"{waited:5.2f} s, idle {idle:5.2f} s")
     for workers, rates in throughput.items():
         print(f"  median, {workers} worker(s): {statistics.median(rates):6.1f} pairs/s, "
-              f"{statistics.median(cpu_per_pair[workers]):4.1f} worker CPU ms/pair")
+              f"{statistics.median(cpu_per_pair[workers]):4.1f} ms of worker CPU per pair")
 
     workers = max(args.workers)
     clean = real_pairs(args.batch, seed=2)
@@ -196,9 +202,9 @@ def main() -> None:
     times: dict[str, list[float]] = {"clean": [], "hostile": []}
     for round_ in range(args.rounds):
         for name, batch in (("clean", clean), ("hostile", hostile)):
-            seconds, cpu, results = timed(batch, workers, args.timeout)
+            seconds, _, _, results = timed(batch, workers, args.timeout)
             times[name].append(seconds)
-            print(f"  round {round_ + 1} {name:7s}: {seconds:6.2f} s  worker CPU {cpu:5.2f} s  ({sum(results)} equal)")
+            print(f"  round {round_ + 1} {name:7s}: {seconds:6.2f} s  ({sum(results)} equal)")
     clean_s, hostile_s = statistics.median(times["clean"]), statistics.median(times["hostile"])
     bound = 1.5 * clean_s + args.timeout
     print(f"  medians: clean {clean_s:.2f} s, hostile {hostile_s:.2f} s, ratio {hostile_s / clean_s:.2f}; "
