@@ -383,6 +383,8 @@ def test_magnitude_is_unknown_where_it_cannot_be_proved(latex):
 COMPUTABLE_DECIDED = [  # big enough for the pre-check, small enough for math-verify to finish
     ("2^{4000}", "1"), ("7^{7^{4}}", "(1, 2)"), ("3^{3^{7}}", "[0, 5]"), ("(500)!", "\\{1, 2\\}"),
     ("10^{1010}", "-\\frac{\\pi}{6}"), ("3 \\cdot 2^{5000} + 7", "\\left(-\\infty, 2\\right]"),
+    ("2^{4000}", "x = 5"), ("7^{7^{4}}", "x \\in [-2,7]"), ("3^{3^{7}}", "1 \\pm \\sqrt{19}"),
+    ("10^{1010}", "(0,9) \\cup (9,36)"), ("2^{4000}", "\\{1\\pm\\sqrt{5},-2\\}"), ("5^{5^{5}}", "(0, 3)"),
 ]
 
 
@@ -399,6 +401,8 @@ def test_the_pre_check_agrees_with_math_verify_where_math_verify_finishes(predic
      ("9^{9^{9^{9}}} - 9^{9^{9^{9}}} + 1", "1"),  # cancellation: it is 1
      ("0 \\cdot 9^{9^{9^{9}}}", "0"),
      ("2^{4000}", "4^{2000}"),  # equal
+     ("2^{4000}", "x = 4^{2000}"),  # equal to the right-hand side
+     (SLOW_TOWER, "y = 2x + 3"),
      ("10^{999}", "1"),  # not more than HUGE_DIGITS digits
      ("x = 9^{9^{9^{9}}}", "5"),  # a relation
      ("\\{9^{9^{9^{9}}}\\}", "5")],  # a set

@@ -119,8 +119,9 @@ def math_equal_many(
     spread over `workers` worker processes (default: default_workers()), each pair under its own
     hard limit of `timeout` seconds. A pair past its limit is False, its worker is killed and
     replaced, and the other pairs go on in the other workers, so a batch with h hostile pairs
-    over W workers costs about (honest work) / W + (h / W) x timeout at most; the worker's exact
-    pre-check (bae.verify.worker) answers most power towers at once. Results are remembered
+    over W workers costs about (honest work) / W + (h / W) x (timeout + a replacement's start,
+    about a second) at most; the worker's exact pre-check (bae.verify.magnitude) answers most
+    power towers at once instead. Results are remembered
     (CACHE_SIZE pairs), timed-out ones too, keyed with `timeout`. Two threads verifying the same
     new pair at the same moment may both compare it. ValueError for `timeout` <= 0 or `workers` < 1.
     """
@@ -136,7 +137,8 @@ def math_equal_many(
         if results[i] is None:
             pending.setdefault((prediction, gold), []).append(i)
     if pending:
-        answers = shared_pool().map(list(pending), timeout=timeout, workers=default_workers() if workers is None else workers)
+        workers = default_workers() if workers is None else workers
+        answers = shared_pool().map(list(pending), timeout=timeout, workers=workers)
         for (pair, indices), answer in zip(pending.items(), answers, strict=True):
             _cache.put((*pair, timeout), answer)
             for i in indices:

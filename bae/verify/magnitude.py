@@ -11,14 +11,18 @@ every such pair used to run to its time limit. The bounds here come from the tre
 `provably_unequal` says when math-verify's verify(gold, prediction) cannot return True, by the
 values alone: the prediction is a real number of more than HUGE_DIGITS digits (more than a
 MAX_ANSWER_CHARS-character answer can write out as digits) and the gold is a number at most a
-millionth of it in absolute value, a finite set or tuple of such numbers, or an interval between
-such numbers (or infinities). math-verify compares numbers by value (exactly, rounded to 6
-decimals, or to 15 significant digits), sets and tuples element by element or as sets, intervals
-by their endpoints or as sets, and extracted strings by equality; none of these can match a
-single number of more than HUGE_DIGITS digits with anything that small. So the answer it would
-give given the time (False) is the answer at once; a pair outside these cases (a symbolic gold, a
-prediction holding a symbol, a relation, a cancellation such as a - a) is left to math-verify
-and its time limit.
+millionth of it in absolute value, a finite set or tuple of such numbers, an interval between
+such numbers (or infinities), a union of such intervals and sets, or an assignment `x = g` of
+any of these (math-verify compares a prediction that is no relation with g). math-verify
+compares numbers by value (exactly, rounded to 6 decimals, or to 15 significant digits), sets
+and tuples element by element or as sets, intervals by their endpoints or as sets, and extracted
+strings by equality; none of these can match a single number of more than HUGE_DIGITS digits with
+anything that small. So the answer it would give given the time (False) is the answer at once; a
+pair outside these cases (a symbolic gold, a prediction holding a symbol, a relation, a
+cancellation such as a - a) is left to math-verify and its time limit. Of the shipped gold
+answers the pre-check covers all of GSM8K's and AIME's and 461 of MATH500's 500; against a tower,
+23 of the other 39 (symbolic and complex answers, `y = 2x + 3`) run to the limit, while matrices
+and \text{} answers are quick in math-verify anyway.
 """
 
 from __future__ import annotations
@@ -163,17 +167,37 @@ def _power(expr: sympy.Pow) -> Magnitude | None:
     return None if log is None else _bounded(sign, *log)
 
 
-def _at_most(expr, ceiling: float) -> bool:
-    """Whether a number is provably zero or at most 10^ceiling in absolute value."""
+def _log10_upper(expr) -> float | None:
+    """An upper bound on log10|x| (-inf for zero), or None. Looser than magnitude but defined for
+    sums whose terms may cancel, and for zero: all a gold needs."""
     if isinstance(expr, sympy.Number) and expr.is_zero:
-        return True
+        return -math.inf
+    if isinstance(expr, (sympy.Add, sympy.Mul)):
+        parts = [_log10_upper(a) for a in expr.args]
+        if any(p is None for p in parts):
+            return None
+        if isinstance(expr, sympy.Mul):
+            return -math.inf if -math.inf in parts else sum(parts)
+        return max(parts) + math.log10(len(parts)) + 1e-9  # |a + b| <= |a| + |b|
     m = magnitude(expr)
-    return m is not None and m.high <= ceiling
+    return None if m is None else m.high
+
+
+def _at_most(expr, ceiling: float) -> bool:
+    """Whether a number is provably at most 10^ceiling in absolute value."""
+    upper = _log10_upper(expr)
+    return upper is not None and upper <= ceiling
 
 
 def _gold_below(gold, ceiling: float) -> bool:
+    if isinstance(gold, sympy.Eq) and isinstance(gold.lhs, sympy.Symbol):
+        # an assignment (x = 5): math-verify compares a prediction that is no relation with its
+        # right-hand side
+        return _gold_below(gold.rhs, ceiling)
     if isinstance(gold, sympy.Interval):
         return all(end in (sympy.oo, -sympy.oo) or _at_most(end, ceiling) for end in (gold.start, gold.end))
+    if isinstance(gold, sympy.Union):  # of intervals and finite sets: never a single number
+        return all(_gold_below(part, ceiling) for part in gold.args)
     if isinstance(gold, (sympy.FiniteSet, sympy.Tuple)):
         return all(_at_most(element, ceiling) for element in gold.args)
     return _at_most(gold, ceiling)
