@@ -328,10 +328,12 @@ def test_verify_many_batches_any_verifier(calls):
         verify_many("fuzzy", pairs)
 
 
-def test_a_forked_child_starts_its_own_workers():
-    """A child must not speak to its parent's workers over the pipes it inherited."""
+def test_a_forked_child_starts_its_own_workers_and_leaves_its_parents_alone():
+    """A child must not speak to its parent's workers over the pipes it inherited, nor end them
+    when it exits (it inherits the parent's atexit handler that closes the parent's pool)."""
     math_equal_many([("\\frac{6}{8}", "0.75")])
-    parent_pids = set(shared_pool().pids())
+    parent_pool = shared_pool()
+    parent_pids = set(parent_pool.pids())
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:
@@ -339,6 +341,7 @@ def test_a_forked_child_starts_its_own_workers():
             result = math_equal("\\frac{9}{12}", "0.75")
             os.write(write_end, json.dumps([result, shared_pool().pids()]).encode())
             shared_pool().close()
+            parent_pool.close()  # what the inherited atexit handler does
         finally:
             os._exit(0)
     os.close(write_end)
@@ -346,6 +349,11 @@ def test_a_forked_child_starts_its_own_workers():
     os.waitpid(child, 0)
     assert result is True
     assert child_pids and not set(child_pids) & parent_pids
+    assert set(shared_pool().pids()) == parent_pids
+    for pid in parent_pids:
+        os.kill(pid, 0)  # still running
+    verify.clear_cache()
+    assert math_equal_many([("\\frac{6}{8}", "0.75")]) == [True]
     assert set(shared_pool().pids()) == parent_pids
 
 

@@ -134,7 +134,8 @@ class WorkerPool:
         atexit.register(self.close)
 
     def pids(self) -> list[int]:
-        """Process ids of the workers now running, idle or lent."""
+        """Process ids of the started workers, idle or lent (one killed from outside is listed
+        until it is next given a pair)."""
         with self._lock:
             return [w.pid for w in [*self._idle, *self._lent] if w.pid is not None]
 
@@ -182,9 +183,9 @@ class WorkerPool:
 
     def map(self, pairs: list[tuple[str, str]], *, timeout: float, workers: int) -> list[bool]:
         """Worker.equal of every (prediction, gold) pair, in order, over min(workers, len(pairs))
-        processes. Each pair has its own `timeout`; a pair past it is False and the others go on
-        in the other processes (and in its own, once replaced). No cache, no fast path, no
-        deduplication: those are math_equal_many's."""
+        processes, each pair under its own limit of `timeout` seconds; a pair past it is False and
+        the others go on in the other processes (and in its own, once replaced). No cache, no fast
+        path, no deduplication: those are math_equal_many's."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if not timeout > 0:  # poll would wait forever on a negative limit
@@ -223,7 +224,8 @@ class WorkerPool:
 
     def stop(self) -> None:
         """End the idle workers now and the lent ones when their batch gives them back; later
-        batches start new ones."""
+        batches start new ones. In a forked child (whose atexit runs the parent's handlers) it
+        signals none of the parent's processes: Popen finds they are not the child's."""
         with self._lock:
             idle, self._idle = self._idle, []
             self._retiring |= self._lent
