@@ -183,6 +183,7 @@ def test_the_time_limit_holds_in_a_thread():
 
 
 def test_a_batch_gives_each_pair_the_answer_math_equal_gives_it():
+    """Real pairs, repeated and shuffled, over two workers: each gets its own answer back."""
     pairs = math500_pairs(rows=100)
     reference = [math_equal(p, g) for p, g in pairs]
     assert 0.3 < sum(reference) / len(pairs) < 0.7  # an answer put on the wrong pair would show
@@ -194,7 +195,8 @@ def test_a_batch_gives_each_pair_the_answer_math_equal_gives_it():
 
 
 def test_a_hostile_pair_costs_its_limit_while_the_others_go_on(calls):
-    """One pair runs to its limit in one worker; the other worker answers all the others, right."""
+    """One pair runs to its limit in one worker while the other worker goes on: the batch ends
+    within the limit plus slack, with every other answer right, and used both workers."""
     honest = math500_pairs(rows=15)
     reference = [math_equal(p, g) for p, g in honest]
     verify.clear_cache()
