@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bae import tasks
-from bae._verify import equal as math_verify_equal
+from bae.verify.worker import equal as math_verify_equal
 from bae.evaluation import EvalConfig, InputError, evaluate_generations, run_eval
 from bae.evaluation.sets import EVAL_SETS
 from bae.evaluation.sets import path as eval_set
