@@ -27,14 +27,10 @@ def score_completions(task: Any, tokenizer: Any, completion_ids: Sequence[Sequen
     of their tokens [L_i] int64). Each completion is decoded from its own ids (bae.blocks.
     token_offsets: never a re-encoding of the text), scored by task.score, and its tokens are
     mapped to blocks by bae.blocks.token_block_ids (tokens after the last tag and EOS belong to the
-    last block)."""
-    scores, ids = [], []
-    for row, gold in zip(completion_ids, golds, strict=True):
-        text, offsets = token_offsets(tokenizer, row)
-        score = task.score(text, gold)
-        scores.append(score)
-        ids.append(token_block_ids(score.partition, offsets))
-    return scores, ids
+    last block). The verifier runs once for the batch (task.score_many: a pool of workers)."""
+    decoded = [token_offsets(tokenizer, row) for row in completion_ids]
+    scores = task.score_many([text for text, _ in decoded], list(golds))
+    return scores, [token_block_ids(s.partition, offsets) for s, (_, offsets) in zip(scores, decoded)]
 
 
 FIELDS = ("rewards", "outcomes", "correct", "confidence", "malformed", "abstained")

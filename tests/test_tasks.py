@@ -190,3 +190,22 @@ def test_abstention_is_well_formed_never_correct_and_flagged():
 def test_bad_abstention_answers_are_refused(abstain):
     with pytest.raises(ValueError, match="abstain"):
         tasks.get("arithmetic", abstain=abstain)
+
+
+def test_score_many_gives_the_scores_of_score():
+    """task.score_many (the verifier run once per batch, over worker processes) equals task.score
+    completion by completion, for the math self-confidence task (equivalent but unequal strings,
+    wrong answers, malformed text) and the two-attempt task (the retry reward compares answers)."""
+    math = tasks.get("self_confidence")
+    texts = [f"<reasoning>r</reasoning><answer>{a}</answer><analysis>a</analysis><confidence>{q}</confidence>"
+             for a, q in (("\\frac{1}{2}", "0.9"), ("0.5", "0.2"), ("1/3", "1"), ("", "0.5"), ("2", "x"))]
+    texts += ["<reasoning>no answer", "<answer>0.5</answer>"]
+    golds = ["0.5"] * len(texts)
+    assert math.score_many(texts, golds) == [math.score(t, g) for t, g in zip(texts, golds)]
+    assert [s.correct for s in math.score_many(texts, golds)][:3] == [True, True, False]
+    two = tasks.get("two_attempt")
+    texts = [f"<reasoning>a</reasoning><answer>{a}</answer><reasoning>b</reasoning><answer>{b}</answer>"
+             for a, b in (("1", "2"), ("2", "2"), ("\\frac{4}{2}", "2"), ("3", "3"), ("3", "\\frac{6}{2}"))]
+    golds = ["2"] * len(texts)
+    assert two.score_many(texts, golds) == [two.score(t, g) for t, g in zip(texts, golds)]
+    assert [s.rewards for s in two.score_many(texts, golds)][3:] == [(0.0, 0.0), (0.0, 0.0)]  # same wrong answer twice

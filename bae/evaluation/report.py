@@ -56,8 +56,13 @@ def score_rows(rows: Sequence[dict], task, progress: bool = False) -> list[dict]
     scored = []
     with Progress(transient=True, disable=not progress) as bar:
         job = bar.add_task("scoring", total=len(rows))
-        for row in rows:
-            score = task.score(row["completion"], row["gold"])
+        chunk = 512  # the verifier runs once per chunk (task.score_many), the bar moves between chunks
+        scores = []
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            scores += task.score_many([r["completion"] for r in part], [r["gold"] for r in part])
+            bar.advance(job, len(part))
+        for row, score in zip(rows, scores):
             scored.append({
                 **row,
                 "answer": score.answer,
@@ -66,7 +71,6 @@ def score_rows(rows: Sequence[dict], task, progress: bool = False) -> list[dict]
                 "malformed": bool(score.malformed),
                 "abstained": bool(score.abstained),
             })
-            bar.advance(job)
     return scored
 
 

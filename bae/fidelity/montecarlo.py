@@ -112,7 +112,7 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
     samples = sample_rows((policy, tokenizer), task, rows, n=gmax, temperature=config.temperature,
                           max_new_tokens=config.max_new_tokens, seed=config.seed, batch_size=config.batch_size,
                           progress=not quiet)
-    scores = [task.score(s["completion"], s["gold"]) for s in samples]
+    scores = task.score_many([s["completion"] for s in samples], [s["gold"] for s in samples])
     rewards = np.array([s.rewards for s in scores], dtype=np.float64)  # [N, 2]
     outcomes = np.array([s.outcomes for s in scores], dtype=np.int64)  # [N, 2]
     prompt_ids = np.repeat(np.arange(len(rows)), gmax)  # [N]
@@ -122,7 +122,8 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
     fresh = sample_rows((policy, tokenizer), task, rows, n=config.continuations, temperature=config.temperature,
                         max_new_tokens=config.max_new_tokens, seed=config.seed + 1, batch_size=config.batch_size,
                         progress=False)
-    fresh_r1 = np.array([task.score(s["completion"], s["gold"]).rewards[0] for s in fresh]).reshape(len(rows), -1)
+    fresh_r1 = np.array([sc.rewards[0] for sc in task.score_many([s["completion"] for s in fresh], [s["gold"] for s in fresh])]
+                        ).reshape(len(rows), -1)
     timings["sample_pool"] = time.perf_counter() - t
 
     # 2. the MC references of block 2
@@ -146,12 +147,12 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
     _log(f"sampling {len(inputs)} distinct prefixes x {config.continuations} continuations", quiet)
     conts = continue_texts(policy, tokenizer, inputs, budgets, config.continuations, config.temperature,
                            seed=config.seed + 2, batch_size=config.batch_size)
-    cont_rewards = np.zeros((len(inputs), config.continuations))  # [U, M]
     golds = {}
     for i, s in enumerate(samples):
         golds[prefix_of[i][1]] = s["gold"]
-    for (p, prefix), u in unique.items():
-        cont_rewards[u] = [task.score(prefix + c, golds[u]).rewards[1] for c in conts[u]]
+    keys = [(u, prefix + c) for (_, prefix), u in unique.items() for c in conts[u]]
+    scored = task.score_many([text for _, text in keys], [golds[u] for u, _ in keys])
+    cont_rewards = np.array([sc.rewards[1] for sc in scored]).reshape(len(inputs), config.continuations)  # [U, M]
     mc_values = np.empty(len(samples))  # [N]
     mc_noise = np.zeros(len(samples))  # [N]
     for i, (prefix, u) in enumerate(prefix_of):

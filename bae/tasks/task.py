@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Sequence
 
 from bae.blocks import BlockSchema, Split
-from bae.rewards import VERIFIERS, parse_confidence
+from bae.rewards import parse_confidence
+from bae.verify import VERIFIERS
 from bae.tasks.registry import BLOCK_REWARDS, OUTCOMES, Context
 from bae.tasks.schema import TaskConfig
 
@@ -78,10 +80,12 @@ class Task:
     def split(self, completion: str) -> Split:
         return self.schema.split(completion if isinstance(completion, str) else "")
 
-    def score(self, completion: str, gold: str) -> Score:
-        """Score one completion against its gold answer; never raises on any text."""
+    def score(self, completion: str, gold: str, verify=None) -> Score:
+        """Score one completion against its gold answer; never raises on any text. `verify`
+        replaces the task's verifier for this call (score_many passes precomputed verdicts)."""
         split = self.split(completion)
-        ctx = Context(split.fields, gold if isinstance(gold, str) else str(gold), self.verify, self.config.abstain)
+        gold = gold if isinstance(gold, str) else str(gold)
+        ctx = Context(split.fields, gold, verify or self.verify, self.config.abstain)
         k_all = self.num_blocks
         scored = split.complete if self.config.malformed == "partial" or split.well_formed else 0
         rewards = []
@@ -108,3 +112,29 @@ class Task:
             abstained=final is not None and ctx.abstained(final),
         )
 
+    def score_many(self, completions: Sequence[str], golds: Sequence[str]) -> list[Score]:
+        """task.score of every (completion, gold), with the verifier run once per batch: every
+        answer a score may ask about (each block's answer against the gold, and against the answer
+        of the block before it, for the two-attempt reward) is checked by bae.verify.verify_many,
+        over a pool of worker processes for the math verifier, and the scores read the verdicts.
+        The same scores as one task.score per completion."""
+        from bae.verify import verify_many
+
+        golds = [g if isinstance(g, str) else str(g) for g in golds]
+        pairs: dict[tuple[str, str], None] = {}
+        for completion, gold in zip(completions, golds, strict=True):
+            answers = [f.get("answer") or None for f in self.split(completion).fields]
+            for k, answer in enumerate(answers):
+                if answer is None:
+                    continue
+                pairs[(answer, gold)] = None
+                previous = next((a for a in reversed(answers[:k]) if a is not None), None)
+                if previous is not None:
+                    pairs[(answer, previous)] = None
+        verdicts = dict(zip(pairs, verify_many(self.verify, list(pairs))))
+
+        def verify(prediction: str, gold: str) -> bool:
+            found = verdicts.get((prediction, gold))
+            return bool(self.verify(prediction, gold)) if found is None else found
+
+        return [self.score(c, g, verify) for c, g in zip(completions, golds)]
