@@ -62,13 +62,15 @@ def test_majority_vote_and_max_confidence_hand_cases():
 
 
 def test_answers_are_grouped_by_verifier_equivalence_not_strings():
-    """1/2, 0.5 and \\frac{1}{2} are one answer under math_equal: its 0.9 beats "3"'s 0.8;
-    grouped by strings, "3" would win."""
+    """1/2, 0.5 and \\frac{1}{2} are one answer under math_equal, the default: its 0.9 beats "3"'s
+    0.8; grouped by strings, "3" would win."""
     answers = ["1/2", "0.5", "\\frac{1}{2}", "3"]
     confidences = [0.3, 0.3, 0.3, 0.8]
     assert tts.weighted_majority(answers, confidences, math_equal) == "1/2"
-    assert tts.weighted_majority(answers, confidences) == "3"
+    assert tts.weighted_majority(answers, confidences) == "1/2"  # math-verify by default
+    assert tts.weighted_majority(answers, confidences, str.__eq__) == "3"
     assert tts.majority_vote(["7", "0.5", "1/2"], math_equal) == "0.5"
+    assert tts.majority_vote(["7", "0.5", "1/2"]) == "0.5"
     assert tts.group_answers(answers, math_equal).tolist() == [0, 0, 0, 1]
 
 
@@ -128,7 +130,7 @@ def test_prompt_curves_against_enumeration():
     answers = ["a", "b", "b", "c", "b", "a"]
     correct = np.array([1, 0, 0, 0, 0, 1], dtype=float)
     conf = np.array([0.9, 0.2, 0.3, 0.5, 0.1, 0.4])
-    groups = tts.group_answers(answers)
+    groups = tts.group_answers(answers, str.__eq__)
     ks = list(range(1, 7))
     curves = tts.prompt_curves(groups, conf, correct, ks, max_subsets=10**6)
     for j, k in enumerate(ks):

@@ -95,7 +95,8 @@ def compute_metrics(
 ) -> dict:
     """Every reported figure from scored rows (``score_rows``); JSON-ready, NaN-free.
 
-    ``equivalent(a, b)`` groups answers for voting (the task's verifier; None: string equality).
+    ``equivalent(a, b)`` groups answers for voting (the task's verifier, as evaluate_generations
+    passes it; None: string equality).
     Returns {"counts", "metrics", "tts", "selective", "reliability", "rules"}; each figure is
     {"value", "se"} (the rules are in this module's docstring).
     """
@@ -133,7 +134,8 @@ def compute_metrics(
     for rs in prompts.values():
         correct = [r["correct"] for r in rs]
         per_prompt.append({
-            "groups": tts.group_answers([None if r["abstained"] else r["answer"] for r in rs], equivalent, correct),
+            "groups": tts.group_answers([None if r["abstained"] else r["answer"] for r in rs], equivalent or str.__eq__,
+                                        correct),
             "confidence": [_confidence(r) for r in rs],
             "correct": correct,
         })

@@ -9,7 +9,9 @@ Strategies, each a way to turn k samples of one prompt into one answer (or, for 
 - Max-confidence: the answer of the most confident sample.
 - Confidence-weighted majority: argmax_a sum_i q_i 1[a_i = a].
 
-Answers are grouped by verifier equivalence, not string equality (``group_answers``). A sample
+Answers are grouped by verifier equivalence, not string equality (``group_answers``; the report
+passes the task's verifier; ``majority_vote`` and ``weighted_majority`` use math-verify's
+equivalence, bae.verify.math_equal, unless given another, e.g. ``str.__eq__``). A sample
 with no answer (None: malformed or missing) never votes and is never chosen; a missing confidence
 counts as 0.0. When no sample of a subset has an answer, the subset's choice is None (wrong).
 
@@ -57,15 +59,16 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def group_answers(
     answers: Sequence[str | None],
-    equivalent: Equivalent | None = None,
+    equivalent: Equivalent,
     correct: Sequence[bool] | None = None,
 ) -> np.ndarray:
     """Group ids [n] of answers under verifier equivalence; -1 for a missing answer (None).
 
     Greedy in input order: an answer joins the first existing group whose first member (its
     representative) it is equivalent to, else starts a new group, so group ids count up in order
-    of first appearance. ``equivalent(a, b)`` is called only when the stripped strings differ
-    (equal strings are equivalent); None means string equality. When ``correct`` is given, the
+    of first appearance. ``equivalent(a, b)`` (required: the task's verifier, e.g.
+    task.equivalent) is called only when the stripped strings differ (equal strings are
+    equivalent). When ``correct`` is given, the
     verifier's judgement against the gold is reused: correct answers form one group (each is
     equivalent to the gold) and a correct answer is never equivalent to a wrong one, so
     ``equivalent`` is only called between wrong answers.
@@ -84,7 +87,7 @@ def group_answers(
             if label or answer.strip() == rep.strip():
                 ids[i] = g
                 break
-            if equivalent is not None and equivalent(answer, rep):
+            if equivalent(answer, rep):
                 ids[i] = g
                 break
         else:
@@ -128,6 +131,8 @@ def choose(groups: np.ndarray, confidence: np.ndarray, strategy: str) -> np.ndar
 
 
 def _choose_answer(answers, confidences, equivalent, strategy) -> str | None:
+    if equivalent is None:
+        from bae.verify import math_equal as equivalent
     groups = group_answers(answers, equivalent)
     confidences = [0.0] * len(answers) if confidences is None else confidences
     q = np.array([0.0 if x is None else float(x) for x in confidences], dtype=float)  # [n]
@@ -140,7 +145,8 @@ def _choose_answer(answers, confidences, equivalent, strategy) -> str | None:
 
 
 def majority_vote(answers: Sequence[str | None], equivalent: Equivalent | None = None) -> str | None:
-    """The answer with the most votes (groups by ``equivalent``); ties: first group to appear.
+    """The answer with the most votes, answers grouped by ``equivalent`` (default: math-verify's
+    equivalence, bae.verify.math_equal); ties: first group to appear.
 
     Returns the first member's text of the winning group, or None when no answer is given.
     """
@@ -151,7 +157,7 @@ def max_confidence(
     answers: Sequence[str | None], confidences: Sequence[float | None]
 ) -> str | None:
     """The answer of the most confident answered sample; ties: first in order; None if none."""
-    return _choose_answer(answers, confidences, None, "max_confidence")
+    return _choose_answer(answers, confidences, str.__eq__, "max_confidence")
 
 
 def weighted_majority(
@@ -159,7 +165,8 @@ def weighted_majority(
     confidences: Sequence[float | None],
     equivalent: Equivalent | None = None,
 ) -> str | None:
-    """Confidence-weighted majority: argmax_a sum_i q_i 1[a_i = a] over answer groups.
+    """Confidence-weighted majority: argmax_a sum_i q_i 1[a_i = a] over answer groups, grouped by
+    ``equivalent`` (default: math-verify's equivalence, bae.verify.math_equal).
 
     Missing confidences count as 0.0 and missing answers do not vote. Ties in the sum go to the
     group with more votes, then to the group that appears first. Returns the first member's text
