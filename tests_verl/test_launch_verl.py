@@ -124,3 +124,52 @@ def test_launch_hands_the_bae_task_runner_to_verl_after_the_same_checks(monkeypa
     with pytest.raises(ValueError, match="source=importlib"):
         bv.launch(recipe("reward.reward_manager.source=register", "reward.reward_manager.name=bae"))
     assert calls == [bv.BAETaskRunner]
+
+
+REFUSED = [  # (override, what the message must name): every setting under which the bae path would be silently wrong
+    ("algorithm.use_kl_in_reward=true", "algorithm.use_kl_in_reward=true"),
+    ("reward.reward_model.enable=true", "reward.reward_model.enable=true"),
+    ("reward.custom_reward_function.path=/my/reward.py", "reward.custom_reward_function.path"),
+    ("actor_rollout_ref.rollout.agent.default_agent_loop=tool_agent", "default_agent_loop=tool_agent"),
+    ("actor_rollout_ref.rollout.agent.agent_loop_config_path=/my/loops.yaml", "agent_loop_config_path"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=geo_mean", "loss_mode=geo_mean"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=gspo", "loss_mode=gspo"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov", "loss_mode=clip_cov"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=kl_cov", "loss_mode=kl_cov"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=dro", "loss_mode=dro"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=bypass_mode", "loss_mode=bypass_mode"),
+    ("actor_rollout_ref.actor.entropy_coeff=0.001", "entropy_coeff=0.001"),
+    ("algorithm.rollout_correction.bypass_mode=true", "bypass_mode=true"),
+    ("distillation.enabled=true", "distillation.enabled=true"),
+    ("bae.entropy_target=-1", "bae.entropy_target"),
+    ("+bae.shrink=2.0", "shrink"),  # an option of ocb_shrink, not of the recipe's ocb
+]
+
+
+@pytest.mark.parametrize("override, named", REFUSED, ids=[o for o, _ in REFUSED])
+def test_launch_refuses_a_silently_wrong_setting_before_ray_starts(monkeypatch, override, named):
+    """launch raises ValueError naming the key, in the driver, before verl's run_ppo (which starts
+    Ray and every GPU worker) is called; the task runner calls the same check_launch."""
+    import verl.trainer.main_ppo as main_ppo
+
+    calls = []
+    monkeypatch.setattr(main_ppo, "run_ppo", lambda config, task_runner_class: calls.append(task_runner_class))
+    try:
+        cfg = recipe(override)
+    except Exception as err:  # pragma: no cover - the override itself must compose
+        pytest.fail(f"{override} does not compose: {err}")
+    with pytest.raises(ValueError, match="bae:") as refused:
+        bv.check_launch(cfg)
+    assert named in str(refused.value)
+    with pytest.raises(Exception):  # noqa: B017 - bae's ValueError, or verl's validate_config that runs first
+        bv.launch(cfg)
+    assert calls == []
+
+
+def test_launch_accepts_what_it_should(monkeypatch):
+    """The recipe as it is, an allow-listed loss, ocb_shrink with its option, and the controller off
+    with a fixed bonus all pass check_launch."""
+    for overrides in ([], ["actor_rollout_ref.actor.policy_loss.loss_mode=cispo"],
+                      ["algorithm.adv_estimator=bae_ocb_shrink", "+bae.shrink=2.0"],
+                      ["bae.use_adaptive_entropy=false", "actor_rollout_ref.actor.entropy_coeff=0.001"]):
+        assert "bae.engines.verl" in bv.check_launch(recipe(*overrides))

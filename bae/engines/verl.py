@@ -457,7 +457,7 @@ class EntropyController:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 key = {"target": "entropy_target", "delta": "entropy_coef_delta", "coef_max": "entropy_coef_max"}[name]
-                raise ValueError(f"bae.{key} must be a finite number >= 0, got {value!r}")
+                raise ValueError(f"bae: bae.{key} must be a finite number >= 0, got {value!r}")
 
     @classmethod
     def from_config(cls, config: Any) -> "EntropyController | None":
@@ -465,7 +465,7 @@ class EntropyController:
         section = bae_section(config)
         enabled = section.get("use_adaptive_entropy", True)
         if not isinstance(enabled, bool):
-            raise ValueError(f"bae.use_adaptive_entropy must be true or false, got {enabled!r}")
+            raise ValueError(f"bae: bae.use_adaptive_entropy must be true or false, got {enabled!r}")
         if not enabled:
             return None
         return cls(target=section.get("entropy_target", PAPER.entropy_target),
