@@ -6,9 +6,15 @@ What it registers with verl (at import, in every process that imports this modul
 - advantage estimators "bae_<baseline>", one per baseline of bae.advantages.BASELINES
   ("bae_none", "bae_batch_mean", "bae_group_mean", "bae_ocb", "bae_ocb_loo", "bae_ocb_shrink");
 - the reward manager "bae" (`BAERewardManager`): scores each completion with a bae Task and writes
-  its per-block rewards, outcomes and block start tokens into reward_extra_info as scalars;
+  its per-block rewards, outcomes, block start tokens and the task's block names into
+  reward_extra_info as scalars (or `bae_error` for a response it could not score);
 - v1 trainers "bae_sync", "bae_colocate_async", "bae_separate_async": verl's own trainers of those
-  modes whose `_compute_advantage` forwards the per-row reward_extra_info to the estimator.
+  modes (BlockwiseAdvantageMixin) that refuse a batch they would train on wrongly, forward the
+  per-row reward_extra_info and verl's padding tags to the estimator, log the per-block metrics of
+  the TRL engine, and run the paper's entropy controller (EntropyController), which verl lacks.
+
+Refused before any worker starts (check_launch: loss_layout and check_settings): every setting under
+which the estimate would be silently wrong; policy losses off the tested allow-list POLICY_LOSSES.
 
 The launcher (`python -m bae.engines.verl`, `launch`) hands verl's run_ppo `BAETaskRunner`, whose
 Ray process imports this module before verl looks the trainer up (see BAETaskRunnerV1); reward
@@ -29,8 +35,9 @@ any reordering (_balance_batch, async sampling) leaves every advantage unchanged
 
 Departures from verl's GRPO: a group of one gets advantage 0 (verl: mean 0, std 1, so s / (1 + 1e-6)).
 `algorithm.norm_adv_by_std_in_grpo` maps to the core's scale: true -> "group" (GRPO), false -> "none"
-(the paper; Dr.GRPO style). Options of the core (ocb_shrink's `shrink`) come from a top-level `bae:`
-section of the run config (`+bae.shrink=2.0`), because verl's AlgoConfig rejects unknown keys.
+(the paper; Dr.GRPO style). Options of the core (ocb_shrink's `shrink`) and of the entropy
+controller (ENTROPY_KEYS) come from a top-level `bae:` section of the run config (`+bae.shrink=2.0`),
+because verl's AlgoConfig rejects unknown keys.
 """
 
 from __future__ import annotations
