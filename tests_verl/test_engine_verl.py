@@ -7,12 +7,13 @@ scattered over the batch (as after _balance_batch), reward_extra_info in each ro
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 pytest.importorskip("verl")
 
@@ -177,8 +178,41 @@ def test_reward_manager_run_single_like_the_reward_loop(tokenizer):
     assert [info["bae_reward_0"], info["bae_reward_1"]] == list(score.rewards)
     assert info["bae_outcome_1"] == 1 and 0 < info["bae_start_1"] < len(response)
     assert all(np.ndim(v) == 0 for v in info.values())  # scalars: verl stacks them with np.array
+    assert (info[bv.BLOCKS_KEY], info[bv.STATES_CONFIDENCE_KEY], info[bv.ABSTAIN_KEY]) == ("solution,confidence", 1, 0)
     with pytest.raises(ValueError, match="not a bae task"):
         manager.task("gsm8k")
+
+
+def test_reward_manager_turns_a_scoring_error_into_a_row_the_trainer_refuses(tokenizer, monkeypatch):
+    """An unknown data_source, a verifier that raises, or a session of several outputs: run_single
+    returns reward 0 and bae_error (no block keys), which scored_batch and the trainers refuse."""
+    config = OmegaConf.create({"reward": {}})
+    manager = bv.BAERewardManager(config, tokenizer, None)
+    response = tokenizer(TEXTS[0])["input_ids"] + [tokenizer.eos_token_id]
+
+    def data(source, rows=1):
+        return DataProto(
+            batch=TensorDict({"prompts": torch.ones(rows, 3, dtype=torch.int64), "responses": torch.tensor([response] * rows),
+                              "attention_mask": torch.ones(rows, 3 + len(response), dtype=torch.int64)}, batch_size=rows),
+            non_tensor_batch={"data_source": np.array([source] * rows, dtype=object),
+                              "reward_model": np.array([{"ground_truth": "4"}] * rows, dtype=object),
+                              "extra_info": np.array([{}] * rows, dtype=object)})
+
+    run = lambda d: manager.loop.run_until_complete(manager.run_single(d))  # noqa: E731
+    ok = run(data("arithmetic"))["reward_extra_info"]
+    unknown = run(data("gsm8k"))
+    assert unknown["reward_score"] == 0.0 and "not a bae task" in unknown["reward_extra_info"][bv.ERROR_KEY]
+    assert not any(k.startswith("bae_reward_") for k in unknown["reward_extra_info"])
+    assert "2 outputs in one session" in run(data("arithmetic", rows=2))["reward_extra_info"][bv.ERROR_KEY]
+
+    def crash(*args, **kwargs):
+        raise ZeroDivisionError("the verifier crashed")
+
+    monkeypatch.setattr(bv, "score_response", crash)
+    crashed = run(data("arithmetic"))["reward_extra_info"][bv.ERROR_KEY]
+    assert crashed.startswith("ZeroDivisionError: the verifier crashed (data_source='arithmetic')") and "crash" in crashed
+    with pytest.raises(RuntimeError, match="could not score 1 of 2 rows .*the verifier crashed"):
+        bv.scored_batch([ok, {bv.ERROR_KEY: crashed}])
 
 
 # --- the estimators == the core -----------------------------------------------------------------
@@ -335,16 +369,16 @@ class FakeTransferQueue:
     def __init__(self, rows: dict[str, dict]):
         self.rows = rows
 
-    def kv_batch_get(self, keys, partition_id, select_fields):
+    def kv_batch_get(self, keys, partition_id, select_fields=None):
         from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
-        present = [f for f in select_fields if f in self.rows[keys[0]]]
+        present = [f for f in (select_fields or self.rows[keys[0]]) if f in self.rows[keys[0]]]
         return list_of_dict_to_tensordict([{f: self.rows[key][f] for f in present} for key in keys])
 
-    def kv_batch_put(self, keys, partition_id, fields):
+    def kv_batch_put(self, keys, partition_id, fields, tags=None):
         for i, key in enumerate(keys):
             for name in fields.keys():
-                self.rows[key][name] = fields[name][i]
+                self.rows.setdefault(key, {})[name] = fields[name][i]
         return BatchMeta(keys, partition_id)
 
 
@@ -354,8 +388,8 @@ def trainer_rows(tokenizer, rng):
         out = bv.score_response(TASK, tokenizer, ids, gold)
         rm = torch.zeros(len(ids))
         rm[-1] = out["reward_score"]
-        rows[f"{uid}_{j}_0"] = {"uid": uid, "response_mask": torch.ones(len(ids), dtype=torch.int64), "rm_scores": rm,
-                                "extra_fields": {"reward_extra_info": out["reward_extra_info"]}}
+        rows[f"{uid}_{j}_0"] = {"uid": uid, "responses": torch.tensor(ids), "response_mask": torch.ones(len(ids), dtype=torch.int64),
+                                "rm_scores": rm, "extra_fields": {"reward_extra_info": out["reward_extra_info"]}}
     return rows
 
 
@@ -394,3 +428,338 @@ def test_v1_trainer_forwards_block_data_and_is_order_free(tokenizer, monkeypatch
         n = len(rows[key]["response_mask"])
         assert torch.equal(first[key], expected[i, :n])
     assert bv._FORWARDED.get() is None  # nothing leaks past the call
+
+
+def bae_trainer(monkeypatch, rows, estimator="bae_ocb", **config):
+    """A bae_sync trainer (verl's class, no workers) over an in-memory TransferQueue of `rows`."""
+    import transfer_queue
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    fake = FakeTransferQueue(rows)
+    monkeypatch.setattr(transfer_queue, "kv_batch_get", fake.kv_batch_get)
+    monkeypatch.setattr(transfer_queue, "kv_batch_put", fake.kv_batch_put)
+    trainer = object.__new__(get_trainer_cls("bae_sync"))
+    trainer.config = OmegaConf.create({
+        "algorithm": {"adv_estimator": estimator, "norm_adv_by_std_in_grpo": False, "gamma": 1.0, "lam": 1.0,
+                      "use_kl_in_reward": False},
+        "actor_rollout_ref": {"rollout": {"n": 4}, "actor": {"loss_agg_mode": "seq-mean-token-mean",
+                                                           "policy_loss": {"loss_mode": "vanilla"}}},
+        **config,
+    })
+    return trainer
+
+
+def test_v1_trainer_logs_the_per_block_metrics_of_the_step(tokenizer, monkeypatch):
+    """_compute_advantage logs ScoredBatch.metrics (what the TRL engine logs) of the batch under the
+    task's own block names, with the unweighted block advantages A[i, k]."""
+    from bae.batch import ScoredBatch
+
+    rows = trainer_rows(tokenizer, np.random.default_rng(5))
+    trainer = bae_trainer(monkeypatch, rows)
+    metrics = {}
+    trainer._compute_advantage(BatchMeta(list(rows), "train"), metrics=metrics)
+    keys = list(rows)
+    texts = [tokenizer.decode(rows[k]["responses"], skip_special_tokens=True) for k in keys]
+    scores = [TASK.score(t, "4") for t in texts]
+    uids = np.array([rows[k]["uid"] for k in keys])
+    expected_batch = ScoredBatch.from_scores(scores, uids, TASK.block_names)
+    adv = expected_batch.advantages("bae", "ocb", "none")
+    expected = expected_batch.metrics(adv)
+    assert {"bae/solution/reward_mean", "bae/confidence/advantage_std", "bae/confidence/stratum_size_min",
+            "bae/accuracy", "bae/malformed_rate", "bae/confidence_mean", "bae/ece"} <= set(expected)
+    assert set(metrics) == set(expected)
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-12), key
+    assert 0 < expected["bae/malformed_rate"] < 1 and expected["bae/confidence/advantage_std"] > 0
+
+
+def test_padding_rows_verl_adds_count_in_no_baseline(tokenizer, monkeypatch):
+    """verl's upsample_batch_to_divisible_size appends copies of row 0 (its reward_extra_info
+    included) under one `pad...` uid with a zero response mask. bae_batch_mean pools the batch:
+    the advantages and the logged metrics must be those of the real rows alone."""
+    from transfer_queue import KVBatchMeta
+    from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+
+    rows = trainer_rows(tokenizer, np.random.default_rng(6))
+    real = list(rows)[:-1]  # 11 rows: padded up to 16
+    del rows[list(rows)[-1]]
+    trainer = bae_trainer(monkeypatch, rows, estimator="bae_batch_mean")
+    tags = [{"seq_len": 10, "status": "success"} for _ in real]
+    batch = upsample_batch_to_divisible_size(KVBatchMeta(keys=real, tags=tags, partition_id="train"), 16, tokenizer.eos_token_id)
+    padded = [k for k, tag in zip(batch.keys, batch.tags) if tag.get("is_padding")]
+    assert len(batch) == 16 and len(padded) == 5 and all(k.startswith("pad") for k in padded)
+    assert rows[padded[0]]["extra_fields"]["reward_extra_info"] == rows[real[0]]["extra_fields"]["reward_extra_info"]
+    order = np.random.default_rng(0).permutation(16)
+    batch.reorder(order.tolist())  # as _balance_batch does
+    metrics = {}
+    trainer._compute_advantage(batch, metrics=metrics)
+
+    infos = [rows[k]["extra_fields"]["reward_extra_info"] for k in real]
+    index = np.array([rows[k]["uid"] for k in real], dtype=object)
+    width = max(len(rows[k]["response_mask"]) for k in real)
+    mask = torch.stack([torch.nn.functional.pad(rows[k]["response_mask"], (0, width - len(rows[k]["response_mask"]))) for k in real])
+    expected, r, _ = core_reference(infos, index, mask, "batch_mean", "none")
+    for i, key in enumerate(real):
+        assert torch.equal(rows[key]["advantages"], expected[i, : len(rows[key]["response_mask"])]), key
+    assert all((rows[k]["advantages"] == 0).all() for k in padded)
+    with_copies, _, _ = core_reference(infos + [infos[0]] * 5, np.concatenate([index, ["pad"] * 5]),
+                                       torch.cat([mask, mask[:1].expand(5, -1)]), "batch_mean", "none")
+    assert not torch.equal(with_copies[: len(real)], expected)  # counting the copies would change the real rows
+    assert metrics["bae/solution/reward_mean"] == pytest.approx(r[:, 0].mean())
+    assert metrics["bae/accuracy"] == pytest.approx(np.mean([info["acc"] for info in infos]))
+
+
+def failing_rows(tokenizer, rng, how):
+    rows = trainer_rows(tokenizer, rng)
+    key = list(rows)[3]
+    if how == "reward error":
+        rows[key]["extra_fields"] = {"reward_extra_info": bv.failed_score(RuntimeError("verifier crashed"), "arithmetic")["reward_extra_info"]}
+    elif how == "several outputs":
+        uid, session, _ = key.rsplit("_", 2)
+        rows[f"{uid}_{session}_1"] = dict(rows[key])
+    return rows
+
+
+@pytest.mark.parametrize("how, match", [("reward error", "could not score 1 of 12 responses .*verifier crashed"),
+                                        ("several outputs", "1 sessions returned several outputs"),
+                                        ("failed session", "1 prompt groups had a rollout session fail")])
+def test_bae_trainer_stops_on_a_batch_it_would_train_on_wrongly(tokenizer, monkeypatch, how, match):
+    """Before any actor work on a sampled batch (_balance_batch runs first): a row the reward manager
+    could not score, a session of several outputs, or a group verl's replay buffer marked failed
+    (sync mode trains on the rest of such a group) stops training with the reason."""
+    import types
+
+    rows = failing_rows(tokenizer, np.random.default_rng(7), how)
+    trainer = bae_trainer(monkeypatch, rows)
+    trainer.replay_buffer = types.SimpleNamespace(failure_keys={"train": {rows[list(rows)[0]]["uid"]} if how == "failed session" else set()})
+    with pytest.raises(RuntimeError, match=match):
+        trainer._balance_batch(BatchMeta(list(rows), "train"), metrics={})
+    clean_rows = trainer_rows(tokenizer, np.random.default_rng(7))
+    clean = bae_trainer(monkeypatch, clean_rows)
+    clean.replay_buffer = types.SimpleNamespace(failure_keys={"train": set()})
+    assert clean._bae_check_batch(BatchMeta(list(clean_rows), "train")) is None
+
+
+def test_validation_with_a_reward_error_stops(monkeypatch):
+    trainer = bae_trainer(monkeypatch, {})
+    infos = {"reward": [1.0, 0.0], bv.ERROR_KEY: [None, "ValueError: boom"]}
+    with pytest.raises(RuntimeError, match="could not score 1 validation responses; first error: ValueError: boom"):
+        trainer._val_metrics_update(["arithmetic"] * 2, ["a", "a"], infos, [2, 2])
+
+
+def test_entropy_controller_state_travels_with_verls_checkpoints(tmp_path, monkeypatch):
+    """verl's own _save_checkpoint / _load_checkpoint (workers stubbed) carry the controller's state;
+    a checkpoint without it is refused rather than resumed with the coefficient reset to 0."""
+    import os
+    import types
+
+    saved = []
+
+    def make():
+        trainer = bae_trainer(monkeypatch, {}, trainer={"default_local_dir": str(tmp_path), "default_hdfs_dir": None,
+                                                        "resume_mode": "auto", "resume_from_path": None,
+                                                        "del_local_ckpt_after_load": False, "max_actor_ckpt_to_keep": None},
+                              bae={"entropy_target": 0.2, "entropy_coef_delta": 5e-4})
+        trainer.config.actor_rollout_ref.actor.checkpoint = {"async_save": False}
+        trainer.trainer_mode, trainer.use_critic = "bae_sync", False
+        trainer.actor_rollout_wg = types.SimpleNamespace(save_checkpoint=lambda *a, **k: saved.append(a),
+                                                         load_checkpoint=lambda *a, **k: None)
+        trainer.train_dataloader = types.SimpleNamespace(state_dict=lambda: {}, load_state_dict=lambda state: None)
+        trainer.checkpoint_callback = types.SimpleNamespace(on_save=lambda **k: None)
+        return trainer
+
+    first = make()
+    first.global_steps = 7
+    first._bae_entropy.coef, first._bae_entropy.last_entropy = 0.0035, 0.12
+    first._save_checkpoint()
+    assert saved and (tmp_path / "global_step_7" / bv.STATE_FILE).is_file()
+    second = make()
+    second._load_checkpoint()
+    assert second.global_steps == 7 and second._bae_entropy.state_dict() == {"entropy_coef": 0.0035, "last_entropy": 0.12}
+    assert second._bae_entropy.applied() == 0.0035
+    os.remove(tmp_path / "global_step_7" / bv.STATE_FILE)
+    with pytest.raises(RuntimeError, match=bv.STATE_FILE):
+        make()._load_checkpoint()
+
+
+# --- the policy-loss allow-list: each allowed loss, through verl's own function, gives the per-block mean ---
+
+
+_RECIPE_ACTOR = {}
+
+
+def actor_config(loss_mode, **policy_loss):
+    """verl's ActorConfig (the dataclass its workers build) of the paper recipe with this policy loss."""
+    import copy
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from verl.utils.config import omega_conf_to_dataclass
+
+    if not _RECIPE_ACTOR:
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs" / "paper"), version_base=None):
+            cfg = compose(config_name="verl_qwen2.5-3b-instruct")
+        OmegaConf.resolve(cfg)
+        _RECIPE_ACTOR["actor"] = cfg.actor_rollout_ref.actor
+    node = copy.deepcopy(_RECIPE_ACTOR["actor"])
+    with open_dict(node):
+        node.policy_loss.loss_mode = loss_mode
+        for key, value in policy_loss.items():
+            node.policy_loss[key] = value
+    return omega_conf_to_dataclass(node)
+
+
+def per_block_mean_through_verl(fn, config, old, logp, block_adv, ids):
+    """L_BAE = (1/N) sum_i sum_k (1/|T_ik|) sum_{t in T_ik} l_t(A_ik), with l_t(a) verl's own loss
+    of token t alone (each token a sequence of its own, advantage a): what the loss must optimise.
+    One call per block: its tokens as |T_ik| one-token sequences, whose seq-mean is the block mean."""
+    total = 0.0
+    for i in range(ids.shape[0]):
+        for k in range(block_adv.shape[1]):
+            sel = ids[i] == k
+            if not sel.any():
+                continue
+            column = lambda x: x[i][sel][:, None]  # noqa: E731  [|T_ik|, 1]
+            config.global_batch_info.clear()
+            loss, _ = fn(old_log_prob=column(old), log_prob=column(logp), advantages=torch.full((int(sel.sum()), 1), float(block_adv[i, k])),
+                         response_mask=torch.ones(int(sel.sum()), 1, dtype=torch.bool), loss_agg_mode="seq-mean-token-mean", config=config)
+            total = total + loss
+    return total / ids.shape[0]
+
+
+def loss_case(tokenizer, loss_mode, **policy_loss):
+    """(ours, expected): verl's loss on our per-token advantages, and the per-block mean of its token
+    losses at the unweighted block advantages, each as (value, gradient wrt the log-probs)."""
+    rng = np.random.default_rng(4)
+    scores, mask, index, infos = batch_like_verl(tokenizer, rows_like_verl(tokenizer, rng, num_groups=2))
+    tokens, r, ids = core_reference(infos, index, mask, "ocb", "none", "seq-mean-token-mean")
+    k = r.shape[1]
+    o = np.array([[0] + [info[f"bae_outcome_{j}"] for j in range(1, k)] for info in infos])
+    block_adv = blockwise_advantages(r, index.astype(str), o, baseline="ocb")
+    assert (np.abs(block_adv) > 0).any() and len(np.unique(np.abs(block_adv[block_adv != 0]))) > 2
+    g = torch.Generator().manual_seed(0)
+    old = -torch.rand(mask.shape, generator=g) * 2
+    noise = (torch.rand(mask.shape, generator=g) - 0.5) * 0.8  # ratios in [0.67, 1.49]: some clipped
+    config = actor_config(loss_mode, **policy_loss)
+    fn = core_algos.get_policy_loss_fn(loss_mode)
+    out = []
+    for compute in ("ours", "expected"):
+        logp = (old + noise).clone().requires_grad_(True)
+        config.global_batch_info.clear()  # one process: verl's agg_loss counts the batch itself
+        if compute == "ours":
+            loss, _ = fn(old_log_prob=old, log_prob=logp, advantages=tokens, response_mask=mask.bool(),
+                         loss_agg_mode="seq-mean-token-mean", config=config)
+        else:
+            loss = per_block_mean_through_verl(fn, config, old, logp, block_adv, torch.as_tensor(ids))
+        loss.backward()
+        out.append((float(loss.detach()), logp.grad.clone()))
+    return out
+
+
+@pytest.mark.parametrize("loss_mode", sorted(bv.POLICY_LOSSES))
+def test_allowed_policy_loss_optimises_the_per_block_mean(tokenizer, loss_mode):
+    """Each allow-listed loss of verl 0.9.1, fed the estimator's per-token advantages (the recipe's
+    seq-mean-token-mean), has the value and the gradient of L_BAE = (1/N) sum_i sum_k (1/|T_ik|)
+    sum_{t in T_ik} l_t(A_ik), l_t being verl's own loss of token t alone."""
+    (ours, grad), (expected, grad_expected) = loss_case(tokenizer, loss_mode)
+    assert grad_expected.abs().max() > 0
+    assert ours == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("loss_mode, options", [("geo_mean", {}), ("gspo", {}), ("kl_cov", {"kl_cov_ratio": 0.05}),
+                                                ("dro", {"dro_beta": 0.5})])
+def test_refused_policy_loss_would_not_optimise_the_per_block_mean(tokenizer, loss_mode, options):
+    """The same check fails for the refused losses: refusing them is not caution for its own sake."""
+    (ours, grad), (expected, grad_expected) = loss_case(tokenizer, loss_mode, **options)
+    assert ours != pytest.approx(expected, rel=1e-3) or not torch.allclose(grad, grad_expected, rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match=f"loss_mode={loss_mode} "):
+        bv.loss_layout(OmegaConf.create({"loss_agg_mode": "seq-mean-token-mean", "policy_loss": {"loss_mode": loss_mode}}))
+
+
+@pytest.mark.parametrize("loss_mode", ["clip_cov", "bypass_mode", "a_loss_of_my_own"])
+def test_other_policy_losses_are_refused_with_the_reason(loss_mode):
+    with pytest.raises(ValueError, match=rf"policy_loss.loss_mode={loss_mode} .*use one of"):
+        bv.loss_layout(OmegaConf.create({"loss_agg_mode": "seq-mean-token-mean", "policy_loss": {"loss_mode": loss_mode}}))
+
+
+# --- the entropy controller -------------------------------------------------------------------------
+
+
+def test_entropy_controller_follows_the_rule_over_a_scripted_entropy_sequence():
+    """coef starts at 0; after each update it rises by delta when that update's entropy was <= the
+    target and falls by delta (never below 0) otherwise; the loss of update t uses coef only when
+    the entropy measured at update t-1 was <= the target (TRL's use_adaptive_entropy; at update 1: 0)."""
+    from bae.paper import PAPER
+
+    c = bv.EntropyController.from_config(OmegaConf.create({}))
+    assert (c.target, c.delta, c.coef, c.applied()) == (PAPER.entropy_target, PAPER.entropy_coef_delta, 0.0, 0.0)
+    d = PAPER.entropy_coef_delta
+    entropies = [0.9, 0.1, 0.15, 0.19, 0.5, 0.3, 0.3, 0.3, 0.2, 0.05]
+    expected_coef = [0, d, 2 * d, 3 * d, 2 * d, d, 0, 0, d, 2 * d]  # after each update
+    expected_applied = [0, 0, d, 2 * d, 3 * d, 0, 0, 0, 0, d]  # what each update's loss used
+    applied, coef = [], []
+    for h in entropies:
+        applied.append(c.applied())
+        c.update(h)
+        coef.append(c.coef)
+    np.testing.assert_allclose(coef, expected_coef, atol=1e-15)
+    np.testing.assert_allclose(applied, expected_applied, atol=1e-15)
+    capped = bv.EntropyController(delta=0.4, coef_max=1.0)
+    for _ in range(4):
+        capped.update(0.0)
+    assert capped.coef == 1.0  # TRL's entropy_coef_max
+    restored = bv.EntropyController()
+    restored.load_state_dict(json.loads(json.dumps(c.state_dict())))
+    assert (restored.coef, restored.last_entropy, restored.applied()) == (c.coef, c.last_entropy, c.applied())
+    assert bv.EntropyController.from_config(OmegaConf.create({"bae": {"use_adaptive_entropy": False}})) is None
+    custom = bv.EntropyController.from_config(OmegaConf.create({"bae": {"entropy_target": 0.5, "entropy_coef_delta": 1e-3}}))
+    assert (custom.target, custom.delta) == (0.5, 1e-3)
+    for bad in ({"entropy_target": -1}, {"entropy_coef_delta": float("nan")}, {"use_adaptive_entropy": "yes"}):
+        with pytest.raises(ValueError, match="bae."):
+            bv.EntropyController.from_config(OmegaConf.create({"bae": bad}))
+
+
+def test_the_actor_loss_uses_the_coefficient_the_batch_carries():
+    """EntropyControlledLoss (what the bae trainers install in the actor workers) is verl's ppo_loss
+    with entropy_coeff = the batch's bae_entropy_coeff: loss(c) = pg_loss - c * H_agg; a batch
+    without the key is refused, and verl's frozen config is left as it was."""
+    from functools import partial
+
+    from tensordict import NonTensorData
+    from verl.workers.utils.losses import ppo_loss
+
+    config = actor_config("vanilla")
+    g = torch.Generator().manual_seed(1)
+    n, t = 3, 5
+    mask = torch.ones(n, t, dtype=torch.int64)
+    mask[0, 3:] = 0
+    old = -torch.rand(n, t, generator=g)
+
+    prompt = 2
+    lengths = mask.sum(1)
+
+    def flat(x):  # the model output's layout: one row per sequence token, response token j at prompt - 1 + j
+        return torch.cat([torch.cat([torch.zeros(prompt - 1), x[i, : lengths[i]], torch.zeros(1)]) for i in range(n)])
+
+    def run(coef):
+        logp = (old + 0.1 * torch.randn(n, t, generator=torch.Generator().manual_seed(2))).requires_grad_(True)
+        entropy = torch.rand(n, t, generator=torch.Generator().manual_seed(3)) * 3
+        data = TensorDict({"response_mask": mask, "old_log_probs": old, "advantages": torch.linspace(-1, 1, n * t).reshape(n, t),
+                           "prompts": torch.ones(n, prompt, dtype=torch.int64), "responses": torch.ones(n, t, dtype=torch.int64),
+                           "attention_mask": torch.cat([torch.ones(n, prompt, dtype=torch.int64), mask], 1)}, batch_size=n)
+        data["dp_size"], data["batch_num_tokens"], data["global_batch_size"] = NonTensorData(1), NonTensorData(None), NonTensorData(None)
+        if coef is not None:
+            data[bv.ENTROPY_COEF_KEY] = NonTensorData(coef)
+        loss, metrics = loss_fn(model_output={"log_probs": flat(logp), "entropy": flat(entropy)}, data=data)
+        return float(loss), float(metrics["actor/entropy_loss"].values[0]), float(metrics["actor/pg_loss"].values[0])
+
+    loss_fn = bv.EntropyControlledLoss(partial(ppo_loss, config=config))
+    loss0, h, pg = run(0.0)
+    assert loss0 == pytest.approx(pg) and h > 0
+    for coef in (1e-3, 0.25):
+        loss, h_c, pg_c = run(coef)
+        assert (h_c, pg_c) == (h, pg) and loss == pytest.approx(pg - coef * h, rel=1e-6)
+    assert config.entropy_coeff == 0.0
+    with pytest.raises(RuntimeError, match=bv.ENTROPY_COEF_KEY):
+        run(None)

@@ -123,4 +123,67 @@ def test_launch_hands_the_bae_task_runner_to_verl_after_the_same_checks(monkeypa
         bv.launch(recipe("actor_rollout_ref.actor.policy_loss.loss_mode=geo_mean"))
     with pytest.raises(ValueError, match="source=importlib"):
         bv.launch(recipe("reward.reward_manager.source=register", "reward.reward_manager.name=bae"))
+    with pytest.raises(ValueError, match="algorithm.use_kl_in_reward=true"):
+        bv.launch(recipe("algorithm.use_kl_in_reward=true"))
+    with pytest.raises(ValueError, match="default_agent_loop=tool_agent"):
+        bv.launch(recipe("actor_rollout_ref.rollout.agent.default_agent_loop=tool_agent"))
     assert calls == [bv.BAETaskRunner]
+
+
+REFUSED = [  # (override, what the message must name): every setting under which the bae path would be silently wrong
+    ("algorithm.use_kl_in_reward=true", "algorithm.use_kl_in_reward=true"),
+    ("reward.reward_model.enable=true", "reward.reward_model.enable=true"),
+    ("reward.custom_reward_function.path=/my/reward.py", "reward.custom_reward_function.path"),
+    ("actor_rollout_ref.rollout.agent.default_agent_loop=tool_agent", "default_agent_loop=tool_agent"),
+    ("actor_rollout_ref.rollout.agent.agent_loop_config_path=/my/loops.yaml", "agent_loop_config_path"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=geo_mean", "loss_mode=geo_mean"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=gspo", "loss_mode=gspo"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov", "loss_mode=clip_cov"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=kl_cov", "loss_mode=kl_cov"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=dro", "loss_mode=dro"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=bypass_mode", "loss_mode=bypass_mode"),
+    ("actor_rollout_ref.actor.entropy_coeff=0.001", "entropy_coeff=0.001"),
+    ("algorithm.rollout_correction.bypass_mode=true", "bypass_mode=true"),
+    ("distillation.enabled=true", "distillation.enabled=true"),
+    ("bae.entropy_target=-1", "bae.entropy_target"),
+    ("+bae.shrink=2.0", "shrink"),  # an option of ocb_shrink, not of the recipe's ocb
+]
+
+
+_RECIPE = []
+
+
+def recipe_with(*overrides: str):
+    """The composed paper recipe with command-line style overrides applied to a copy (composing
+    once: hydra's compose costs about a second per call on the test machine)."""
+    import copy
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    if not _RECIPE:
+        _RECIPE.append(recipe())
+    cfg = copy.deepcopy(_RECIPE[0])
+    for override in overrides:
+        key, value = override.lstrip("+").split("=", 1)
+        OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=override.startswith("+"))
+    return cfg
+
+
+@pytest.mark.parametrize("override, named", REFUSED, ids=[o for o, _ in REFUSED])
+def test_check_launch_refuses_a_silently_wrong_setting(override, named):
+    """check_launch raises ValueError naming the key. launch calls it in the driver before verl's
+    run_ppo (which starts Ray and every GPU worker; see the test above), and the task runner calls
+    it again in its own process before verl builds a worker."""
+    with pytest.raises(ValueError, match="bae:") as refused:
+        bv.check_launch(recipe_with(override))
+    assert named in str(refused.value)
+
+
+def test_check_launch_accepts_what_it_should():
+    """The recipe as it is, an allow-listed loss, ocb_shrink with its option, and the controller off
+    with a fixed bonus all pass check_launch."""
+    for overrides in ([], ["actor_rollout_ref.actor.policy_loss.loss_mode=cispo"],
+                      ["algorithm.adv_estimator=bae_ocb_shrink", "+bae.shrink=2.0"],
+                      ["bae.use_adaptive_entropy=false", "actor_rollout_ref.actor.entropy_coeff=0.001"]):
+        assert "bae.engines.verl" in bv.check_launch(recipe_with(*overrides))

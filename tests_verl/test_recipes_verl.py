@@ -4,8 +4,10 @@ Each recipe is a hydra config that puts its values on top of verl's `ppo_trainer
 `python -m bae.engines.verl` starts from). The tests compose it with hydra exactly as the launcher
 does (`--config-path=configs/paper --config-name=verl_...`), check that every key the recipe sets
 already exists in verl's schema (hydra would let a misspelt key through a config file silently:
-struct mode only guards command-line overrides), that the composed values equal PAPER.md's
-Table 4, and run verl's own `validate_config` on the result (batch divisibility, micro-batch rules).
+struct mode only guards command-line overrides) or, for the plugin's own top-level `bae:` section,
+is a key the plugin reads, that the composed values equal PAPER.md's Table 4 (read from
+bae.paper.PAPER, the entropy controller included), and run verl's own `validate_config` and bae's
+`check_launch` on the result (batch divisibility, micro-batch rules, bae's refusals).
 Run from the verl venv: /work/verlvenv/bin/python -m pytest tests_verl/test_recipes_verl.py.
 """
 
@@ -22,7 +24,9 @@ pytest.importorskip("verl")
 from hydra import compose, initialize_config_dir, initialize_config_module  # noqa: E402
 from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
-PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
+from bae.paper import PAPER  # noqa: E402
+
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "paper"
 RECIPES = {
     "verl_qwen2.5-3b-instruct": ("Qwen/Qwen2.5-3B-Instruct", 1024),
     "verl_qwen2.5-7b-instruct": ("Qwen/Qwen2.5-7B-Instruct", 512),
@@ -32,23 +36,26 @@ RECIPES = {
 # PAPER.md, Table 4, as verl 0.9.1 config keys (plus the bae plugin's wiring from docs/verl.md)
 TABLE4 = {
     "algorithm.adv_estimator": "bae_ocb",
-    "algorithm.norm_adv_by_std_in_grpo": False,  # centred advantages (scale "none")
+    "algorithm.norm_adv_by_std_in_grpo": PAPER.scale != "none",  # centred advantages (scale "none")
     "algorithm.use_kl_in_reward": False,  # no KL
-    "actor_rollout_ref.actor.use_kl_loss": False,  # no KL
+    "actor_rollout_ref.actor.use_kl_loss": PAPER.kl_coef != 0.0,  # no KL
     "actor_rollout_ref.actor.optim.optimizer": "AdamW",
-    "actor_rollout_ref.actor.optim.lr": 1e-6,
-    "actor_rollout_ref.actor.optim.lr_warmup_steps": 64,
-    "actor_rollout_ref.actor.optim.weight_decay": 0.1,
-    "actor_rollout_ref.actor.optim.betas": [0.9, 0.999],
+    "actor_rollout_ref.actor.optim.lr": PAPER.learning_rate,
+    "actor_rollout_ref.actor.optim.lr_warmup_steps": PAPER.warmup_steps,
+    "actor_rollout_ref.actor.optim.weight_decay": PAPER.weight_decay,
+    "actor_rollout_ref.actor.optim.betas": [PAPER.adam_beta1, PAPER.adam_beta2],
     "actor_rollout_ref.actor.loss_agg_mode": "seq-mean-token-mean",
     "actor_rollout_ref.actor.policy_loss.loss_mode": "vanilla",
     "actor_rollout_ref.actor.ppo_epochs": 1,
-    "actor_rollout_ref.actor.entropy_coeff": 0.0,  # no entropy controller in verl: see docs/scaling.md
-    "actor_rollout_ref.rollout.n": 32,  # group size
-    "actor_rollout_ref.rollout.temperature": 1.0,
+    "actor_rollout_ref.actor.entropy_coeff": 0.0,  # the controller's starting coefficient; it sets it each step
+    "bae.use_adaptive_entropy": True,  # the dynamic entropy controller (bae.engines.verl.EntropyController)
+    "bae.entropy_target": PAPER.entropy_target,
+    "bae.entropy_coef_delta": PAPER.entropy_coef_delta,
+    "actor_rollout_ref.rollout.n": PAPER.group_size,
+    "actor_rollout_ref.rollout.temperature": PAPER.temperature,
     "actor_rollout_ref.rollout.name": "vllm",
-    "data.max_response_length": 4096,
-    "actor_rollout_ref.rollout.response_length": 4096,  # interpolated from data.max_response_length
+    "data.max_response_length": PAPER.max_completion_length,
+    "actor_rollout_ref.rollout.response_length": PAPER.max_completion_length,  # interpolated from data.max_response_length
     "actor_rollout_ref.model.enable_gradient_checkpointing": True,
     "actor_rollout_ref.actor.fsdp_config.dtype": "bfloat16",  # bf16 compute (verl's default)
     "actor_rollout_ref.rollout.dtype": "bfloat16",
@@ -74,7 +81,7 @@ _composed: dict[str, DictConfig] = {}
 
 def composed(name: str) -> DictConfig:
     if name not in _composed:
-        with initialize_config_dir(config_dir=str(PAPER), version_base=None):
+        with initialize_config_dir(config_dir=str(RECIPE_DIR), version_base=None):
             _composed[name] = compose(config_name=name)
     return _composed[name]
 
@@ -90,7 +97,7 @@ def leaves(node, prefix: str = ""):
 
 
 def recipe_leaves(name: str) -> dict:
-    raw = yaml.safe_load((PAPER / f"{name}.yaml").read_text())
+    raw = yaml.safe_load((RECIPE_DIR / f"{name}.yaml").read_text())
     assert raw.pop("defaults") == ["ppo_trainer", "_self_"]  # verl's schema first, the recipe on top
     assert raw.pop("hydra") == {"searchpath": ["pkg://verl.trainer.config"]}
     return dict(leaves(raw))
@@ -113,14 +120,21 @@ def test_the_key_check_catches_a_misspelt_key(verl_schema):
     assert has_key(verl_schema, "actor_rollout_ref.actor.optim.lr")
     assert has_key(verl_schema, "actor_rollout_ref.rollout.name")  # ??? (required) counts as present
     assert not has_key(verl_schema, "actor_rollout_ref.actor.optim.learning_rate")
-    assert not has_key(verl_schema, "actor_rollout_ref.actor.entropy_target")  # no controller in verl
+    assert not has_key(verl_schema, "actor_rollout_ref.actor.entropy_target")  # no controller in verl: bae's is bae.*
     assert not has_key(verl_schema, "actor_rollout_ref.actor.optim.lr.value")
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_every_recipe_key_exists_in_verls_schema(name, verl_schema):
-    unknown = [key for key in recipe_leaves(name) if not has_key(verl_schema, key)]
+    """Every key is verl's, except the plugin's `bae:` section, whose keys are the ones it reads."""
+    import bae.engines.verl as bv
+
+    leaves = recipe_leaves(name)
+    unknown = [key for key in leaves if not key.startswith("bae.") and not has_key(verl_schema, key)]
     assert not unknown, f"{name}: keys verl 0.9.1's ppo_trainer does not have: {unknown}"
+    assert not has_key(verl_schema, "bae")  # the plugin's section cannot shadow a verl key
+    plugin = {key[len("bae."):] for key in leaves if key.startswith("bae.")}
+    assert plugin and plugin <= set(bv.ENTROPY_KEYS), f"{name}: bae keys the plugin does not read: {plugin - set(bv.ENTROPY_KEYS)}"
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -134,7 +148,7 @@ def test_composed_recipe_holds_its_values_and_table4(name):
     assert cfg.actor_rollout_ref.model.path == model
     assert cfg.trainer.total_training_steps == steps
     # 2048 completions per optimizer step: 64 prompts x 32; the PPO mini-batch is the whole batch
-    assert cfg.data.train_batch_size * cfg.actor_rollout_ref.rollout.n == 2048
+    assert cfg.data.train_batch_size * cfg.actor_rollout_ref.rollout.n == PAPER.batch_size
     assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size == cfg.data.train_batch_size
     # the prompt + completion fits what the actor and log-prob micro-batches may hold
     longest = cfg.data.max_prompt_length + cfg.data.max_response_length
@@ -162,9 +176,9 @@ def test_multi_node_override_keeps_the_batch(nodes):
     still divides evenly over all GPUs."""
     from verl.utils.config import validate_config
 
-    with initialize_config_dir(config_dir=str(PAPER), version_base=None):
+    with initialize_config_dir(config_dir=str(RECIPE_DIR), version_base=None):
         cfg = compose(config_name="verl_qwen2.5-7b", overrides=[f"trainer.nnodes={nodes}"])
-    assert cfg.data.train_batch_size * cfg.actor_rollout_ref.rollout.n == 2048
+    assert cfg.data.train_batch_size * cfg.actor_rollout_ref.rollout.n == PAPER.batch_size
     validate_config(config=cfg, use_reference_policy=False, use_critic=False)
 
 
@@ -177,3 +191,7 @@ def test_the_plugin_provides_what_the_recipes_name():
         assert core_algos.get_adv_estimator_fn(cfg.algorithm.adv_estimator) is not None
         assert hasattr(bv, cfg.reward.reward_manager.name)
         assert bv.base_trainer_mode(cfg.trainer.v1.trainer_mode) == "sync"
+        bv.check_launch(cfg)  # none of bae's refusals applies to the paper recipe
+        controller = bv.EntropyController.from_config(cfg)
+        assert (controller.target, controller.delta, controller.coef, controller.applied()) == (
+            PAPER.entropy_target, PAPER.entropy_coef_delta, 0.0, 0.0)
