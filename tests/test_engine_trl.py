@@ -20,10 +20,10 @@ from trl import GRPOTrainer
 from trl.trainer.utils import split_tensor_dict
 
 from bae.blocks import token_offsets as decode_with_offsets
-from bae.engines.trl import BlockwiseGRPOTrainer, paper_grpo_config
+from bae.engines.trl import LOSS_TYPES, BlockwiseGRPOTrainer, paper_grpo_config
 from bae.embedded.tiny import build_model
-from trl_scripted import (G, Scripted, assert_carries, config, dataset, expected_token_advantages, one_thread,  # noqa: F401
-                          reference, rows, task, tok)
+from trl_scripted import (G, Scripted, assert_carries, config, dataset, direct_l_bae,  # noqa: F401
+                          expected_token_advantages, one_thread, reference, rows, task, tok)
 
 
 def test_offsets_from_sampled_ids(tok):
@@ -112,45 +112,13 @@ def test_logged_block_metrics(scripted_run, tok, task):
 
 
 # loss_type, importance_sampling_level, mask_truncated_completions
-LOSS_CASES = [("grpo", "token", False), ("dr_grpo", "token", False), ("dapo", "token", False),
-              ("bnpo", "token", False), ("cispo", "token", False), ("sapo", "token", False), ("luspo", "token", False),
-              ("grpo", "sequence", False), ("dapo", "sequence", False), ("bnpo", "sequence", False),
-              ("grpo", "token", True), ("dapo", "token", True)]
-
-
-def direct_l_bae(trainer, lp, old, blocks, adv, level, skip=()):
-    """L_BAE = (1/N) sum_i sum_k (1/|T_ik|) sum_{t in T_ik} l_t(a_ik), with each loss type's per-token
-    l_t; for GSPO (level "sequence") one ratio per block, r_ik = exp(mean_{t in T_ik}(logp - old)).
-    Rows in `skip` (masked by TRL) contribute nothing but still count in N."""
-    lo, hi = 1 - trainer.epsilon_low, 1 + trainer.epsilon_high
-    total = lp.new_zeros(())
-    for i, b in enumerate(blocks):
-        if i in skip:
-            continue
-        for k in range(adv.shape[1]):
-            pos = torch.from_numpy(np.nonzero(b == k)[0])
-            if len(pos) == 0:
-                continue
-            a, logp, log_ratio = float(adv[i, k]), lp[i, pos], lp[i, pos] - old[i, pos]
-            if level == "sequence":
-                r = torch.exp(log_ratio.mean())
-                total = total - torch.minimum(r * a, r.clamp(lo, hi) * a)
-                continue
-            r = torch.exp(log_ratio)
-            if trainer.loss_type == "cispo":
-                per_token = -r.clamp(max=trainer.epsilon_high).detach() * a * logp
-            elif trainer.loss_type == "sapo":
-                tau = trainer.args.sapo_temperature_pos if a > 0 else trainer.args.sapo_temperature_neg
-                per_token = -torch.sigmoid(tau * (r - 1)) * 4 / tau * a
-            else:
-                per_token = -torch.minimum(r * a, r.clamp(lo, hi) * a)
-            total = total + per_token.mean()
-    return total / len(blocks)
+LOSS_CASES = ([(loss_type, level, False) for level in ("token", "sequence") for loss_type in LOSS_TYPES]
+              + [("grpo", "token", True), ("dapo", "token", True)])
 
 
 @pytest.mark.parametrize("loss_type,level,mask_truncated", LOSS_CASES)
 def test_trl_loss_equals_direct_l_bae(loss_type, level, mask_truncated, tok, task, dataset):
-    """For each supported loss type (and GSPO with per-block ratios), TRL's own _compute_loss on our
+    """For each supported loss type, with token ratios and with GSPO's (one ratio per block), TRL's own _compute_loss on our
     per-token advantages, summed over the gradient-accumulation micro-batches TRL's splitter makes,
     equals a direct L_BAE in value and in gradient w.r.t. every model parameter, off-policy (old
     log-probs perturbed so that ratios cross the clip range), also when TRL masks truncated

@@ -11,6 +11,7 @@ Shared by tests/test_engine_trl*.py (which import its fixtures) and by tests/trl
 (run under torchrun).
 """
 
+import contextlib
 import tempfile
 
 import numpy as np
@@ -178,3 +179,62 @@ def assert_carries(inputs, expected):
         both_blocks += len(set(block.tolist())) == 2
         nonzero += bool(np.any(value != 0))
     return both_blocks, nonzero
+
+
+def direct_l_bae(trainer, lp, old, blocks, adv, level, skip=()):
+    """L_BAE = (1/N) sum_i sum_k (1/|T_ik|) sum_{t in T_ik} l_t(a_ik), with each loss type's per-token
+    l_t (lp, old: [N, T] log-probs; blocks: token block ids [L_i] per row; adv: [N, K]). For GSPO
+    (level "sequence") one ratio per block, r_ik = exp(mean_{t in T_ik}(logp - old)), and one term
+    per block: l(r_ik, a_ik), CISPO's log-probability being the block mean. Rows in `skip` (masked
+    by TRL) contribute nothing but still count in N."""
+    lo, hi = 1 - trainer.epsilon_low, 1 + trainer.epsilon_high
+    total = lp.new_zeros(())
+    for i, b in enumerate(blocks):
+        if i in skip:
+            continue
+        for k in range(adv.shape[1]):
+            pos = torch.from_numpy(np.nonzero(b == k)[0])
+            if len(pos) == 0:
+                continue
+            a, logp, log_ratio = float(adv[i, k]), lp[i, pos], lp[i, pos] - old[i, pos]
+            if level == "sequence":
+                r, logp = torch.exp(log_ratio.mean()), logp.mean()
+            else:
+                r = torch.exp(log_ratio)
+            if trainer.loss_type == "cispo":
+                term = -r.clamp(max=trainer.epsilon_high).detach() * a * logp
+            elif trainer.loss_type == "sapo":
+                tau = trainer.args.sapo_temperature_pos if a > 0 else trainer.args.sapo_temperature_neg
+                term = -torch.sigmoid(tau * (r - 1)) * 4 / tau * a
+            else:
+                term = -torch.minimum(r * a, r.clamp(lo, hi) * a)
+            total = total + term.mean()
+    return total / len(blocks)
+
+
+@contextlib.contextmanager
+def recorded_losses(logps=False):
+    """Record every call of TRL's GRPOTrainer._compute_loss: {"inputs": the tensors it got, "loss":
+    the value it returned, "mode": "train" or "eval" as TRL reads it, "logps": with `logps`, the
+    model's current per-token log-probs of the completions [B, T] (what the loss's ratios use)}."""
+    calls, original = [], GRPOTrainer._compute_loss
+
+    def record(self, model, inputs):
+        call = {"inputs": {k: v.detach().clone() for k, v in inputs.items() if torch.is_tensor(v)},
+                "mode": "train" if self.model.training else "eval"}
+        if logps:
+            ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+            mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+            with torch.no_grad():
+                call["logps"] = GRPOTrainer._get_per_token_logps_and_entropies(
+                    self, model, ids, mask, inputs["completion_ids"].shape[1])[0]
+        loss = original(self, model, inputs)
+        call["loss"] = loss.item()
+        calls.append(call)
+        return loss
+
+    GRPOTrainer._compute_loss = record
+    try:
+        yield calls
+    finally:
+        GRPOTrainer._compute_loss = original
