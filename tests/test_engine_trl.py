@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from trl import GRPOTrainer
 from trl.trainer.utils import split_tensor_dict
 
@@ -202,7 +202,12 @@ def test_scalar_methods_one_advantage_per_completion(method, tok, task, dataset)
         assert (row[~mask[i]] == 0).all()
 
 
+def _no_answer_stream():
+    yield {"prompt": [{"role": "user", "content": "hi"}]}
+
+
 def _refusal_cases():
+    no_answer = Dataset.from_list([{"prompt": [{"role": "user", "content": "hi"}]}])
     return [
         (dict(args=dict(loss_type="vespo")), "vespo"),
         (dict(args=dict(off_policy_mask_threshold=0.5)), "off_policy_mask_threshold"),
@@ -213,8 +218,15 @@ def _refusal_cases():
         (dict(baseline="ocb_shrink", baseline_options={"shrink": -1.0}), "shrink"),
         (dict(scale="std"), "scale"),
         (dict(reward_funcs=[lambda completions, **kw: [0.0] * len(completions)]), "reward_funcs"),
+        (dict(args=dict(reward_weights=[1.0, 0.5])), "reward_weights"),
         (dict(tools=[print]), "tools"),
-        (dict(data=Dataset.from_list([{"prompt": [{"role": "user", "content": "hi"}]}])), "'answer' column"),
+        (dict(rollout_func=lambda prompts, trainer: {}), "rollout_func"),
+        (dict(args=dict(multi_objective_aggregation="normalize_then_sum")), "method='gdpo'"),
+        (dict(method="gdpo", scale="group"), "scale='group'"),
+        (dict(data=no_answer), "train_dataset needs an 'answer' column"),
+        (dict(eval_dataset=no_answer), "eval_dataset needs an 'answer' column"),
+        (dict(eval_dataset={"held_out": no_answer}), r"eval_dataset\['held_out'\] needs an 'answer' column"),
+        (dict(eval_dataset=IterableDataset.from_generator(_no_answer_stream)), "eval_dataset needs an 'answer'"),
     ]
 
 

@@ -61,3 +61,13 @@ def test_gdpo_puts_the_confidence_signal_on_the_solution_tokens():
     gdpo = method_advantages("gdpo", r, groups)
     assert bae[0, 0] == bae[1, 0]
     assert gdpo[0, 0] > gdpo[1, 0]
+
+
+def test_bae_train_config_takes_gdpo():
+    """`bae train` takes `method: gdpo` from YAML (bae.runs.config validates against
+    bae.objective.METHODS) and refuses a scale with it before any compute, naming the key."""
+    from bae.runs.config import ConfigError, parse
+
+    assert parse({"method": "gdpo"}).method == "gdpo"
+    with pytest.raises(ConfigError, match="scale 'group': method gdpo"):
+        parse({"method": "gdpo", "scale": "group"})
