@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from bae.embedded.tiny import build_model
+from bae.engines.trl_rewards import reward_funcs
 from bae.objective import method_advantages, method_token_advantages
+from trl_scripted import Scripted, ScriptedTRL, config, dataset, one_thread, rows, task, tok  # noqa: F401
 
 
 def gdpo_by_hand(r, groups, eps=1e-4):
@@ -31,6 +34,29 @@ def test_gdpo_normalises_each_reward_in_its_group_then_the_sum_over_the_batch():
     assert adv.shape == (9, 2) and np.array_equal(adv[:, 0], adv[:, 1])
     np.testing.assert_allclose(adv[:, 0], gdpo_by_hand(r, groups), rtol=1e-12, atol=1e-12)
     assert abs(adv[:, 0].mean()) < 1e-12 and adv[:, 0].std(ddof=1) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_gdpo_equals_trls_normalize_then_sum_on_a_batch(tok, task, dataset):
+    """On one batch of scripted completions (2 prompts x 4: correct, wrong, malformed, abstaining),
+    TRL's own GRPOTrainer, with bae's block rewards as its reward functions
+    (bae.engines.trl_rewards) and multi_objective_aggregation="normalize_then_sum", computes the
+    advantages a_TRL [N]; BlockwiseGRPOTrainer with method="gdpo" on the same completions puts
+    a_TRL[i] (to float32 precision: TRL normalises in float32) on every token of completion i, and
+    0 on padding."""
+    trl_side = ScriptedTRL(build_model(tok), reward_funcs(task), config(multi_objective_aggregation="normalize_then_sum"),
+                           dataset, processing_class=tok)
+    trl_side.model.train()
+    a_trl = trl_side._generate_and_score_completions(rows(dataset))["advantages"]
+    bae_side = Scripted(build_model(tok), task, config(), dataset, tok, method="gdpo")
+    bae_side.model.train()
+    out = bae_side._generate_and_score_completions(rows(dataset))
+    assert [ids for ids, _ in trl_side.script_log] == [ids for ids, _ in bae_side.script_log]
+    assert a_trl.shape == (8,) and a_trl.abs().max() > 0.5 and len(set(a_trl.tolist())) > 3
+    mask = out["completion_mask"].bool()
+    for i in range(len(a_trl)):
+        torch.testing.assert_close(out["advantages"][i, mask[i]], a_trl[i].expand(int(mask[i].sum())),
+                                   rtol=1e-5, atol=1e-6)
+        assert (out["advantages"][i, ~mask[i]] == 0).all()
 
 
 def test_gdpo_edge_cases_and_refusals():

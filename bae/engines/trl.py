@@ -203,8 +203,10 @@ def _dropped_warning(text: str):
     """Drop the records of TRL's GRPOTrainer logger whose message contains `text` (accelerate's
     logger prefixes messages with the rank)."""
     trl_logger = logging.getLogger(GRPOTrainer.__module__)
-    drop = logging.Filter()
-    drop.filter = lambda record: text not in record.getMessage()
+
+    def drop(record: logging.LogRecord) -> bool:
+        return text not in record.getMessage()
+
     trl_logger.addFilter(drop)
     try:
         yield
