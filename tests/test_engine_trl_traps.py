@@ -103,3 +103,18 @@ def test_trl_outside_the_checked_series_is_refused():
     for version in ("1.17.0", "1.15.2", "2.0.0"):
         with pytest.raises(ImportError, match=r"trl==1\.16\.\*"):
             check_trl_version(version)
+
+
+def test_one_list_of_loss_types():
+    """bae.engines.trl.LOSS_TYPES is the one list: bae train's schema accepts exactly its loss types
+    (vespo, which the engine refuses under bae, is refused there too, naming the list), and the
+    README's loss-types paragraph names the same seven."""
+    from bae.engines.trl import LOSS_TYPES
+    from bae.runs.config import ConfigError, parse
+
+    for loss_type in LOSS_TYPES:
+        assert parse({"loss_type": loss_type}).loss_type == loss_type
+    with pytest.raises(ConfigError, match=re.escape(str(list(LOSS_TYPES)))):
+        parse({"loss_type": "vespo"})
+    paragraph = re.search(r"\*\*Loss types\*\* \(`bae.engines.trl.LOSS_TYPES`[^:]*: ([^.]*)\.", README.read_text())
+    assert sorted(paragraph.group(1).replace("\n", " ").split(", ")) == sorted(LOSS_TYPES)
