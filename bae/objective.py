@@ -12,8 +12,8 @@ token aggregation reproduces L_BAE exactly when token t of block k of completion
 
     adv[i, t] = A[i, k] * weight[i, t]
 
-with weight chosen for the aggregation (see `block_token_weights`). The scalar methods (RLVR, RLCR)
-go through the same code path: one advantage per completion, the same on every token, weight 1.
+with weight chosen for the aggregation (see `block_token_weights`). The scalar methods (RLVR, RLCR,
+GDPO) go through the same code path: one advantage per completion, the same on every token, weight 1.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from bae.advantages import blockwise_advantages
 # verl's loss_agg_mode names; TRL's loss types map onto them (grpo -> seq-mean-token-mean,
 # dr_grpo -> seq-mean-token-sum-norm, dapo/bnpo/cispo -> token-mean).
 AGGREGATIONS = ("seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm", "token-mean")
-METHODS = ("bae", "rlvr", "rlcr")
-SCALAR_METHODS = ("rlvr", "rlcr")
+METHODS = ("bae", "rlvr", "rlcr", "gdpo")
+SCALAR_METHODS = ("rlvr", "rlcr", "gdpo")
 """Methods with one advantage per completion (the same on every token)."""
+GDPO_EPS = 1e-4
+"""Added to both standard deviations of GDPO, as TRL's normalize_then_sum does."""
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
@@ -252,12 +254,28 @@ def method_advantages(
     rlvr: scalar reward R_i = r[i, 0] (correctness), group-mean baseline, the same in every block.
     rlcr: scalar reward R_i = sum_k r[i, k]; with the Brier confidence block this is the RLCR reward
           c - (q - c)^2 (paper 4.1); group-mean baseline, the same in every block.
+    gdpo: GDPO (TRL's multi_objective_aggregation="normalize_then_sum"): each block's reward
+          normalised within its group, z[i, k] = (r[i, k] - mean_g r_k) / (std_g r_k + 1e-4), summed,
+          S_i = sum_k z[i, k], then normalised over the batch, (S_i - mean S) / (std S + 1e-4) (stds
+          with ddof = 1, 0 for a group or batch of one); the same in every block. It fixes its own
+          scaling: `scale` must be "none".
     """
     r = np.asarray(rewards.detach().cpu() if isinstance(rewards, torch.Tensor) else rewards, dtype=np.float64)
     if method == "bae":
         return blockwise_advantages(r, group_ids, outcomes, baseline=baseline, scale=scale, **options)
     if r.ndim != 2:
         raise ValueError(f"rewards must be [N, K], got shape {r.shape}")
+    if method == "gdpo":
+        if scale != "none":
+            raise ValueError(f"scale={scale!r}: gdpo normalises each reward in its group and the sum over the batch "
+                             "itself; use scale='none'")
+        z = blockwise_advantages(r, group_ids, baseline="group_mean", scale="group", eps=GDPO_EPS)  # [N, K]
+        total = z.sum(1, keepdims=True)  # [N, 1]
+        if len(total) > 1:
+            total = (total - total.mean()) / (total.std(ddof=1) + GDPO_EPS)
+        else:  # a batch of one: centred to 0, as (S - mean S) / (0 + eps)
+            total = np.zeros_like(total)
+        return np.repeat(total, r.shape[1], axis=1)  # [N, K]
     if method in SCALAR_METHODS:
         scalar = r[:, :1] if method == "rlvr" else r.sum(1, keepdims=True)  # [N, 1]
         adv = blockwise_advantages(scalar, group_ids, baseline="group_mean", scale=scale)  # [N, 1]

@@ -1,12 +1,9 @@
 """BlockwiseGRPOTrainer (bae.engines.trl): TRL's GRPOTrainer optimises the paper's L_BAE.
 
 Offline and on CPU with the tiny model. Most tests replace generation by scripted completions
-(`Scripted`: ragged lengths, well-formed and malformed, correct and wrong, with and without EOS, a
-tag spelled letter by letter, a non-ASCII character), so the batch exercises every block case while
-scoring, advantages, padding, shuffling, splitting and the loss are the trainer's and TRL's own.
-The reference side never uses the engine: it decodes every prefix of the ids (exact, quadratic),
-scores with task.score, maps tokens with bae.blocks.token_block_ids and computes advantages with
-bae.advantages.blockwise_advantages.
+(tests/trl_scripted.py: `Scripted`), so the batch exercises every block case while scoring,
+advantages, padding, shuffling, splitting and the loss are the trainer's and TRL's own; the
+reference side (`reference`) never uses the engine.
 """
 
 import os
@@ -18,114 +15,15 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset
-from trl import GRPOConfig, GRPOTrainer
+from datasets import Dataset, IterableDataset
+from trl import GRPOTrainer
 from trl.trainer.utils import split_tensor_dict
 
-from bae import tasks
-from bae.advantages import blockwise_advantages
-from bae.blocks import token_block_ids
 from bae.blocks import token_offsets as decode_with_offsets
-from bae.engines.trl import BlockwiseGRPOTrainer, paper_grpo_config
-from bae.embedded.tiny import build_model, build_tokenizer
-
-G = 4  # group size
-MAX_LEN = 64  # max_completion_length (scripted completions are at most ~50 tokens)
-PROBLEMS = [("What is 3 + 4?", "7"), ("What is 12 + 9?", "21"), ("What is 8 - 5?", "3"), ("What is 6 + 6?", "12")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from intra-op threads, and on a loaded 2-core machine spinning
-    threads made these tests ~20x slower; restored afterwards for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def task():
-    return tasks.get("arithmetic", abstain="unknown")
-
-
-@pytest.fixture(scope="module")
-def dataset(task):
-    return Dataset.from_list([{"prompt": task.format_prompt(p), "answer": a} for p, a in PROBLEMS])
-
-
-def config(**overrides):
-    base = dict(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                per_device_train_batch_size=4, gradient_accumulation_steps=2, num_generations=G,
-                max_completion_length=MAX_LEN, max_steps=1, learning_rate=1e-3, logging_steps=1,
-                report_to="none", save_strategy="no", scale_rewards="none", seed=0, disable_tqdm=True)
-    return GRPOConfig(**{**base, **overrides})
-
-
-class Scripted(BlockwiseGRPOTrainer):
-    """Generation replaced by scripted completions; `script_log` keeps (ids, gold) in batch order."""
-
-    def __init__(self, *args, **kwargs):
-        self.script_log, self._rng, self._count = [], np.random.default_rng(0), 0
-        super().__init__(*args, **kwargs)
-
-    def _encode(self, text, spelled=False):
-        if spelled:  # one token per character: a non-canonical encoding of a tag
-            return [i for ch in text for i in self._tokenizer(ch, add_special_tokens=False)["input_ids"]]
-        return self._tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _script(self, gold):
-        rng, j = self._rng, self._count
-        self._count += 1
-        kind = rng.choice(["good", "good", "good", "spelled", "cut", "junk"])
-        answer = gold if rng.random() < 0.5 else str(int(gold) + 1)
-        if j % 5 == 4:  # an abstention (drawn without the rng, so the other draws do not move)
-            answer = "unknown"
-        q = str(rng.choice(["0", "0.15", "0.5", "0.85", "1.0"]))
-        eos = [self._tokenizer.eos_token_id] if rng.random() < 0.7 else []
-        if kind == "junk":
-            return self._encode(f"no tags {j}") + eos
-        ids = self._encode(f"<reasoning>step {j}{' é' * (j % 2)}</reasoning>")
-        ids += self._encode("<answer>", spelled=kind == "spelled") + self._encode(f"{answer}</answer>")
-        if kind == "cut":  # truncated inside the confidence block, no EOS
-            return ids + self._encode("<analysis>unsure")
-        ids += self._encode(f"<analysis>{'check ' * (j % 3)}</analysis><confidence>{q}</confidence>")
-        return ids + self._encode("\n" * (j % 2)) + eos
-
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        out = []
-        for ids in prompt_ids:
-            prompt = self._tokenizer.decode(ids)
-            gold = next(a for p, a in PROBLEMS if p in prompt)
-            out.append(self._script(gold))
-            self.script_log.append((out[-1], gold))
-        return out, None
-
-
-def reference(task, tok, log, baseline="ocb"):
-    """Per completion: token block ids [L]; and block advantages A [N, K], outcomes, scores."""
-    blocks, scores = [], []
-    for ids, gold in log:
-        text = tok.decode(ids, skip_special_tokens=True)
-        ends = np.maximum.accumulate([min(len(tok.decode(ids[: t + 1], skip_special_tokens=True)), len(text))
-                                      for t in range(len(ids))])
-        offsets = list(zip([0, *ends[:-1]], ends))
-        score = task.score(text, gold)
-        blocks.append(token_block_ids(score.partition, offsets))
-        scores.append(score)
-    rewards = np.array([s.rewards for s in scores])
-    outcomes = np.array([s.outcomes for s in scores])
-    groups = np.arange(len(log)) // G
-    return blocks, blockwise_advantages(rewards, groups, outcomes, baseline=baseline), outcomes, scores
-
-
-def rows(dataset, prompts=(0, 1)):
-    return [dataset[i] for i in prompts for _ in range(G)]
+from bae.engines.trl import LOSS_TYPES, BlockwiseGRPOTrainer, paper_grpo_config
+from bae.embedded.tiny import build_model
+from trl_scripted import (G, Scripted, assert_carries, config, dataset, direct_l_bae,  # noqa: F401
+                          expected_token_advantages, one_thread, reference, rows, task, tok)
 
 
 def test_offsets_from_sampled_ids(tok):
@@ -172,26 +70,9 @@ def test_every_loss_token_carries_its_blocks_advantage(scripted_run, tok, task):
     gathered groups); padding carries 0 and block id -1."""
     trainer, seen = scripted_run
     assert len(seen) == 4  # 2 steps x 2 micro-batches
-    expected = {}
-    for start in range(0, len(trainer.script_log), 2 * G):  # one generation batch = 2 groups
-        log = trainer.script_log[start : start + 2 * G]
-        blocks, adv, _, _ = reference(task, tok, log)
-        for (ids, _), b, a in zip(log, blocks, adv):
-            n = np.bincount(b, minlength=task.num_blocks)
-            expected[tuple(ids)] = (b, a[b] / n[b])
-    both_blocks = nonzero = 0
-    for inputs in seen:
-        mask = inputs["completion_mask"]
-        c = inputs["num_items_in_batch"] / inputs["bae_num_completions"]
-        for i in range(mask.shape[0]):
-            length = int(mask[i].sum())
-            block, value = expected[tuple(inputs["completion_ids"][i, :length].tolist())]
-            assert inputs["bae_block_ids"][i, :length].tolist() == block.tolist()
-            torch.testing.assert_close(inputs["advantages"][i, :length].double(), torch.tensor(value) * c.double(),
-                                       rtol=1e-5, atol=1e-7)
-            assert (inputs["advantages"][i, length:] == 0).all() and (inputs["bae_block_ids"][i, length:] == -1).all()
-            both_blocks += len(set(block.tolist())) == 2
-            nonzero += bool(np.any(value != 0))
+    expected = expected_token_advantages(task, tok, trainer.script_log, generation_size=2 * G)  # 2 groups a step
+    counts = np.sum([assert_carries(inputs, expected) for inputs in seen], axis=0)
+    both_blocks, nonzero = counts
     assert both_blocks >= 4 and nonzero >= 4  # the batch really exercises two blocks and nonzero advantages
 
 
@@ -231,45 +112,13 @@ def test_logged_block_metrics(scripted_run, tok, task):
 
 
 # loss_type, importance_sampling_level, mask_truncated_completions
-LOSS_CASES = [("grpo", "token", False), ("dr_grpo", "token", False), ("dapo", "token", False),
-              ("bnpo", "token", False), ("cispo", "token", False), ("sapo", "token", False), ("luspo", "token", False),
-              ("grpo", "sequence", False), ("dapo", "sequence", False), ("bnpo", "sequence", False),
-              ("grpo", "token", True), ("dapo", "token", True)]
-
-
-def direct_l_bae(trainer, lp, old, blocks, adv, level, skip=()):
-    """L_BAE = (1/N) sum_i sum_k (1/|T_ik|) sum_{t in T_ik} l_t(a_ik), with each loss type's per-token
-    l_t; for GSPO (level "sequence") one ratio per block, r_ik = exp(mean_{t in T_ik}(logp - old)).
-    Rows in `skip` (masked by TRL) contribute nothing but still count in N."""
-    lo, hi = 1 - trainer.epsilon_low, 1 + trainer.epsilon_high
-    total = lp.new_zeros(())
-    for i, b in enumerate(blocks):
-        if i in skip:
-            continue
-        for k in range(adv.shape[1]):
-            pos = torch.from_numpy(np.nonzero(b == k)[0])
-            if len(pos) == 0:
-                continue
-            a, logp, log_ratio = float(adv[i, k]), lp[i, pos], lp[i, pos] - old[i, pos]
-            if level == "sequence":
-                r = torch.exp(log_ratio.mean())
-                total = total - torch.minimum(r * a, r.clamp(lo, hi) * a)
-                continue
-            r = torch.exp(log_ratio)
-            if trainer.loss_type == "cispo":
-                per_token = -r.clamp(max=trainer.epsilon_high).detach() * a * logp
-            elif trainer.loss_type == "sapo":
-                tau = trainer.args.sapo_temperature_pos if a > 0 else trainer.args.sapo_temperature_neg
-                per_token = -torch.sigmoid(tau * (r - 1)) * 4 / tau * a
-            else:
-                per_token = -torch.minimum(r * a, r.clamp(lo, hi) * a)
-            total = total + per_token.mean()
-    return total / len(blocks)
+LOSS_CASES = ([(loss_type, level, False) for level in ("token", "sequence") for loss_type in LOSS_TYPES]
+              + [("grpo", "token", True), ("dapo", "token", True)])
 
 
 @pytest.mark.parametrize("loss_type,level,mask_truncated", LOSS_CASES)
 def test_trl_loss_equals_direct_l_bae(loss_type, level, mask_truncated, tok, task, dataset):
-    """For each supported loss type (and GSPO with per-block ratios), TRL's own _compute_loss on our
+    """For each supported loss type, with token ratios and with GSPO's (one ratio per block), TRL's own _compute_loss on our
     per-token advantages, summed over the gradient-accumulation micro-batches TRL's splitter makes,
     equals a direct L_BAE in value and in gradient w.r.t. every model parameter, off-policy (old
     log-probs perturbed so that ratios cross the clip range), also when TRL masks truncated
@@ -353,7 +202,12 @@ def test_scalar_methods_one_advantage_per_completion(method, tok, task, dataset)
         assert (row[~mask[i]] == 0).all()
 
 
+def _no_answer_stream():
+    yield {"prompt": [{"role": "user", "content": "hi"}]}
+
+
 def _refusal_cases():
+    no_answer = Dataset.from_list([{"prompt": [{"role": "user", "content": "hi"}]}])
     return [
         (dict(args=dict(loss_type="vespo")), "vespo"),
         (dict(args=dict(off_policy_mask_threshold=0.5)), "off_policy_mask_threshold"),
@@ -364,8 +218,15 @@ def _refusal_cases():
         (dict(baseline="ocb_shrink", baseline_options={"shrink": -1.0}), "shrink"),
         (dict(scale="std"), "scale"),
         (dict(reward_funcs=[lambda completions, **kw: [0.0] * len(completions)]), "reward_funcs"),
+        (dict(args=dict(reward_weights=[1.0, 0.5])), "reward_weights"),
         (dict(tools=[print]), "tools"),
-        (dict(data=Dataset.from_list([{"prompt": [{"role": "user", "content": "hi"}]}])), "'answer' column"),
+        (dict(rollout_func=lambda prompts, trainer: {}), "rollout_func"),
+        (dict(args=dict(multi_objective_aggregation="normalize_then_sum")), "method='gdpo'"),
+        (dict(method="gdpo", scale="group"), "scale='group'"),
+        (dict(data=no_answer), "train_dataset needs an 'answer' column"),
+        (dict(eval_dataset=no_answer), "eval_dataset needs an 'answer' column"),
+        (dict(eval_dataset={"held_out": no_answer}), r"eval_dataset\['held_out'\] needs an 'answer' column"),
+        (dict(eval_dataset=IterableDataset.from_generator(_no_answer_stream)), "eval_dataset needs an 'answer'"),
     ]
 
 

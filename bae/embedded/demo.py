@@ -6,14 +6,14 @@ on the same held-out problems (the code path of `bae eval`); a report folder wit
 metrics.json, training curves and per-task figures, and a summary table. It reports what it
 measured, whichever method wins. The settings are bae/embedded/demo.yaml (configs/demo.yaml).
 
-    --task arithmetic    self-confidence format: bae+ocb, bae+group_mean, rlcr, rlvr; accuracy,
+    --task arithmetic    self-confidence format: bae+ocb, bae+group_mean, rlcr, rlvr, gdpo; accuracy,
                          AUROC, ECE, Brier and one reliability diagram per policy.
     --task two_attempt   the two-attempt format (paper Section 5.5; task arithmetic_two_attempt,
                          the shaped Appendix C reward: 1 if right, 0.1 if wrong with a new answer,
                          0 if wrong with the same): bae+ocb (the second block's baseline is the mean
                          over the group members whose first attempt has the same outcome),
-                         bae+group_mean and scalar_sum (one advantage for every token from r1 + r2:
-                         the rlcr method); first- and second-attempt Pass@k over sampling budgets
+                         bae+group_mean, scalar_sum (one advantage for every token from r1 + r2:
+                         the rlcr method) and gdpo; first- and second-attempt Pass@k over sampling budgets
                          k = 1..n (paper Figure 3), from each evaluation's own generations.
 """
 
@@ -33,11 +33,13 @@ METHODS: dict[str, dict] = {
     "bae+group_mean": {"method": "bae", "baseline": "group_mean"},
     "rlcr": {"method": "rlcr"},
     "rlvr": {"method": "rlvr"},
+    "gdpo": {"method": "gdpo"},
 }
 TWO_ATTEMPT_METHODS: dict[str, dict] = {
     "bae+ocb": {"method": "bae", "baseline": "ocb"},
     "bae+group_mean": {"method": "bae", "baseline": "group_mean"},
     "scalar_sum": {"method": "rlcr"},
+    "gdpo": {"method": "gdpo"},
 }
 METHOD_NOTES = {
     "bae+ocb": "blockwise; the later block's baseline: group members with the same earlier outcome (OCB)",
@@ -45,6 +47,8 @@ METHOD_NOTES = {
     "rlcr": "scalar: one advantage for all tokens from c - (q - c)^2, group mean",
     "rlvr": "scalar: one advantage for all tokens from correctness alone, group mean",
     "scalar_sum": "scalar (sum): one advantage for all tokens from r1 + r2 (the rlcr method), group mean",
+    "gdpo": "scalar (GDPO, TRL's normalize_then_sum): each block's reward normalised in its group, summed, "
+            "normalised over the batch; one advantage for all tokens",
 }
 TASKS = {"arithmetic": METHODS, "two_attempt": TWO_ATTEMPT_METHODS}
 FIGURES = ("accuracy", "auroc", "ece", "brier")

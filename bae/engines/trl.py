@@ -1,6 +1,6 @@
 """BAE in TRL: `BlockwiseGRPOTrainer`, a GRPOTrainer (TRL 1.16) whose advantages are per block.
 
-    from trl import GRPOConfig
+    from datasets import Dataset
     from bae import tasks
     from bae.engines.trl import BlockwiseGRPOTrainer, paper_grpo_config
 
@@ -24,14 +24,17 @@ TRL's):
    function per block ("<block>_reward"), so TRL logs `rewards/<block>_reward/mean|std`. The
    batch is the one hand-off TRL's hook structure forces between `_calculate_rewards` and
    `_generate_and_score_completions` (`self._scored_batch`, set in the first, consumed in the second).
-2. Advantages. Groups are `num_generations` consecutive completions, as TRL's, read in the mode the
-   step started in (TRL's continuous-batching generation puts the model back in train mode, which
-   `_generate_single_turn` here undoes). `ScoredBatch.advantages` gives the method's [N, K]
-   advantages ("bae": blockwise with any registered baseline; "rlvr": scalar correctness; "rlcr":
-   scalar sum of block rewards) over the whole gathered batch; `bae.objective.spread_advantages`
-   expands this process's rows to tokens; the same [N, K] values are logged. TRL's own scalar
-   advantages are discarded (so `scale_rewards` and `multi_objective_aggregation` have no effect;
-   use `scale`).
+2. Advantages. Groups are `num_generations` consecutive completions (`num_generations_eval` in
+   evaluation), as TRL's, read in the mode the step started in (TRL's continuous-batching
+   generation puts the model back in train mode, which `_generate_single_turn` here undoes, so an
+   evaluation also logs and normalises its loss as one). `ScoredBatch.advantages` gives the method's
+   [N, K] advantages ("bae": blockwise with any registered baseline; "rlvr": scalar correctness;
+   "rlcr": scalar sum of block rewards; "gdpo": scalar, each block's reward normalised in its
+   group, summed, normalised over the batch, as TRL's multi_objective_aggregation=
+   "normalize_then_sum") over the whole gathered batch; `bae.objective.spread_advantages` expands
+   this process's rows to tokens; the same [N, K] values are logged. TRL's own scalar advantages
+   are discarded (so `scale_rewards` has no effect: use `scale`; and `multi_objective_aggregation=
+   "normalize_then_sum"` is refused unless method="gdpo").
 3. Loss weights (method "bae" only). The per-token advantage of token t in block k is
    A_t = a_k / |T_k| * c, where a_k / |T_k| is `token_advantages(aggregation="seq-mean-token-sum")`
    and c > 0 cancels TRL's `loss_type` aggregation, so that every loss type optimises the paper's
@@ -52,15 +55,19 @@ TRL's):
    the objective is -(1/N) sum_i sum_k min(r_ik a_ik, clip(r_ik) a_ik). It is implemented by
    handing TRL's (token-level) loss the log-probs old_t + mean_{s in T_k(t)} (logp_s - old_s), whose
    token ratio is the block ratio and whose gradient spreads over the block as GSPO's does. With
-   one block this is TRL's GSPO.
+   one block this is TRL's GSPO. TRL's warning that GSPO with bnpo/dr_grpo/dapo/cispo weights
+   sequences by length is dropped under "bae" (c makes every loss type the per-block token mean).
 
 Refused for method "bae" (ValueError at construction; they assume one advantage per completion):
 loss_type="vespo" (its weight is a whole-sequence ratio), off_policy_mask_threshold (masks by a
 sequence-level KL; untested with per-token advantages), and beta != 0 together with
 importance_sampling_level="sequence" (the KL would see the block-averaged log-probs). Refused for
-every method: tools and environment_factory (the completion text would hold tool output the
-task would score), user reward_funcs (the task defines the rewards), and a train_dataset without
-an "answer" column.
+every method: tools, environment_factory and rollout_func (the completion text would hold tool or
+environment output the task would score), user reward_funcs and reward_weights (the task defines
+the rewards, one per block, weight 1), multi_objective_aggregation="normalize_then_sum" unless
+method="gdpo", scale != "none" with "gdpo", and a train_dataset or eval_dataset (each split of a
+dict; an iterable one by its first row) without an "answer" column. With remove_unused_columns=True
+the "answer" column is kept. Only TRL 1.16.x is accepted (TRL_SERIES; ImportError otherwise).
 
 Departures from the paper and choices of ours:
 - `scale="none"` (the paper) by default, whatever GRPOConfig.scale_rewards says (TRL's default is
@@ -83,12 +90,16 @@ abstention answer), `bae/confidence_mean` and `bae/ece` (when some completion st
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
 
 import numpy as np
 import torch
+import trl
+from datasets import IterableDataset
+from packaging.version import Version
 from trl import GRPOConfig, GRPOTrainer
 
 from bae import tasks as _tasks
@@ -100,12 +111,32 @@ from bae.tasks import Task
 
 logger = logging.getLogger(__name__)
 
+TRL_SERIES = (1, 16)
+"""The TRL release series this engine has been checked against. It relies on GRPOTrainer internals
+that TRL does not promise to keep (the (B, T)-advantage path of `_compute_loss` among them):
+tests/test_trl_contract.py names each one and fails when an upgrade changes it."""
+
+
+def check_trl_version(version: str) -> None:
+    """Refuse a TRL outside TRL_SERIES (ImportError naming the version to install)."""
+    if Version(version).release[:2] != TRL_SERIES:
+        series = ".".join(map(str, TRL_SERIES))
+        raise ImportError(f"bae.engines.trl was checked against TRL {series}.x only (it subclasses GRPOTrainer and "
+                          f"relies on its internals); found trl {version}. Install trl=={series}.* (bae's pyproject "
+                          f"requires it)")
+
+
+check_trl_version(trl.__version__)
+
 ANSWER_COLUMN = "answer"
 """The dataset column holding each prompt's gold answer (passed to task.score)."""
 
 LOSS_TYPES = ("grpo", "sapo", "bnpo", "dr_grpo", "dapo", "cispo", "luspo")
 """TRL loss types whose per-token loss is positively homogeneous in a per-token advantage, so a
-factor c turns their aggregation into the per-block token mean (method "bae")."""
+factor c turns their aggregation into the per-block token mean (method "bae"): the one list of loss
+types bae accepts (bae.runs.config validates against it). Under "bae", grpo, bnpo, dr_grpo, dapo and
+luspo share the clipped surrogate and so give one objective, L_BAE; cispo and sapo change the
+per-token loss (a detached clipped ratio times the log-probability; a soft sigmoid gate)."""
 
 PAPER_CONFIG: dict[str, Any] = dict(
     learning_rate=PAPER.learning_rate,
@@ -136,13 +167,18 @@ def paper_grpo_config(**overrides: Any) -> GRPOConfig:
     The batch is the paper's 2048 completions per optimizer step: unless either is given,
     per_device_train_batch_size = 4 and gradient_accumulation_steps = 2048 / (4 x processes), the
     processes read from WORLD_SIZE (set by accelerate and torchrun), so that one generation batch
-    holds whole groups. `output_dir` and the hardware fields (use_cpu, bf16) are the caller's.
+    holds whole groups. bf16 (the paper's precision) defaults to whether a CUDA GPU with bf16 is
+    present and use_cpu is not set (GRPOConfig's own default, bf16=True, fails on a machine
+    without one), so `paper_grpo_config(output_dir="out")` builds anywhere.
     """
     settings = dict(PAPER_CONFIG)
     if "per_device_train_batch_size" not in overrides and "gradient_accumulation_steps" not in overrides:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         settings["per_device_train_batch_size"] = MICRO_BATCH
         settings["gradient_accumulation_steps"] = max(PAPER.batch_size // (MICRO_BATCH * world), 1)
+    if "bf16" not in overrides and "fp16" not in overrides:
+        settings["bf16"] = (not overrides.get("use_cpu", False) and torch.cuda.is_available()
+                            and torch.cuda.is_bf16_supported())
     return GRPOConfig(**{**settings, **overrides})
 
 
@@ -156,6 +192,37 @@ def _block_mean(x: torch.Tensor, ids: torch.Tensor, num_blocks: int) -> torch.Te
     return torch.where(ids >= 0, mean, x)
 
 
+GSPO_LENGTH_WARNING = "effectively weights each sequence by its completion length"
+"""Part of TRL's construction warning that GSPO with bnpo/dr_grpo/dapo/cispo weights each sequence
+by its length: under method "bae" the factor c makes every loss type the per-block token mean, so
+the warning is false there and is dropped (it stays for the scalar methods, where it holds)."""
+
+
+@contextlib.contextmanager
+def _dropped_warning(text: str):
+    """Drop the records of TRL's GRPOTrainer logger whose message contains `text` (accelerate's
+    logger prefixes messages with the rank)."""
+    trl_logger = logging.getLogger(GRPOTrainer.__module__)
+
+    def drop(record: logging.LogRecord) -> bool:
+        return text not in record.getMessage()
+
+    trl_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        trl_logger.removeFilter(drop)
+
+
+def _columns(dataset: Any) -> list[str] | None:
+    """A dataset's column names; an iterable dataset of unknown features shows its first row's
+    (None: no columns to check, e.g. an empty stream)."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is None and isinstance(dataset, IterableDataset):
+        first = next(iter(dataset), None)
+        columns = None if first is None else list(first)
+    return None if columns is None else list(columns)
+
 
 class BlockwiseGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with per-block advantages from a task (see the module docstring).
@@ -166,10 +233,12 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
             task.format_prompt(problem)) and an "answer" column (the gold answer).
         task: a bae.tasks.Task, or the name of a built-in task.
         method: "bae" (blockwise advantages), "rlvr" (scalar: correctness, the first block's
-            reward) or "rlcr" (scalar: sum of the block rewards).
+            reward), "rlcr" (scalar: sum of the block rewards) or "gdpo" (scalar: the block rewards
+            normalised in their group, summed, normalised over the batch).
         baseline: the baseline of blocks k >= 2 (bae), a name in bae.advantages.BASELINES.
         baseline_options: keyword options of the baseline (e.g. {"shrink": 2.0} for ocb_shrink).
-        scale: "none" (the paper), "group" or "batch" (see bae.advantages.blockwise_advantages).
+        scale: "none" (the paper), "group" or "batch" (see bae.advantages.blockwise_advantages);
+            "none" for gdpo, which normalises itself.
     """
 
     def __init__(
@@ -196,10 +265,12 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
         self.scale = scale
         self._scored_batch: ScoredBatch | None = None  # this step's batch, from _calculate_rewards to the advantages
         self._ratio_blocks: tuple[torch.Tensor, torch.Tensor | None] | None = None  # GSPO: set for one loss call
-        super().__init__(
-            model=model, reward_funcs=[self._placeholder(name) for name in task.block_names], args=args,
-            train_dataset=train_dataset, processing_class=processing_class, **kwargs,
-        )
+        length_warning_is_false = method == "bae" and args.importance_sampling_level == "sequence"
+        with _dropped_warning(GSPO_LENGTH_WARNING) if length_warning_is_false else contextlib.nullcontext():
+            super().__init__(
+                model=model, reward_funcs=[self._placeholder(name) for name in task.block_names], args=args,
+                train_dataset=train_dataset, processing_class=processing_class, **kwargs,
+            )
         # GSPO for bae: TRL computes token ratios of the block-averaged log-probs (see _compute_loss)
         self._block_ratio = method == "bae" and args.importance_sampling_level == "sequence"
         if self._block_ratio:
@@ -218,14 +289,31 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
             if kwargs.get(key) is not None:
                 raise ValueError(f"{key}: BlockwiseGRPOTrainer builds its reward functions from the task; "
                                  "define the rewards in the task (bae.tasks) instead")
-        for key in ("tools", "environment_factory"):
+        for key in ("tools", "environment_factory", "rollout_func"):
             if kwargs.get(key) is not None:
-                raise ValueError(f"{key} is not supported by BlockwiseGRPOTrainer: the task would score tool "
-                                 "output as model text; train without tools")
-        columns = getattr(train_dataset, "column_names", None)
-        if columns is not None and ANSWER_COLUMN not in columns:
-            raise ValueError(f"train_dataset needs an {ANSWER_COLUMN!r} column (the gold answer of each prompt) "
-                             f"for task.score; it has {list(columns)}")
+                raise ValueError(f"{key} is not supported by BlockwiseGRPOTrainer: the task would score tool or "
+                                 "environment output as model text; train with the trainer's own generation")
+        if args.reward_weights is not None:
+            raise ValueError("reward_weights: BlockwiseGRPOTrainer's rewards are the task's blocks, each with its own "
+                             "advantage (weight 1, as in L_BAE); set reward_weights=None")
+        if args.multi_objective_aggregation == "normalize_then_sum" and method != "gdpo":
+            raise ValueError(f"multi_objective_aggregation='normalize_then_sum' has no effect with method={method!r} "
+                             "(the advantages come from the method); use method='gdpo' for GDPO, or leave "
+                             "multi_objective_aggregation at its default")
+        if method == "gdpo" and scale != "none":
+            raise ValueError(f"scale={scale!r}: method='gdpo' normalises each reward in its group and the sum over "
+                             "the batch itself; use scale='none'")
+        eval_dataset = kwargs.get("eval_dataset")
+        datasets = {"train_dataset": train_dataset}
+        if isinstance(eval_dataset, dict):  # a DatasetDict or a dict of named eval sets
+            datasets.update({f"eval_dataset[{key!r}]": d for key, d in eval_dataset.items()})
+        else:
+            datasets["eval_dataset"] = eval_dataset
+        for name, dataset in datasets.items():
+            columns = None if dataset is None else _columns(dataset)
+            if columns is not None and ANSWER_COLUMN not in columns:
+                raise ValueError(f"{name} needs an {ANSWER_COLUMN!r} column (the gold answer of each prompt) for "
+                                 f"task.score; it has {columns}")
         if method == "bae":
             check_options(baseline, dict(baseline_options or {}))
             if args.loss_type not in LOSS_TYPES:
@@ -243,6 +331,12 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
         if args.scale_rewards != scale:
             logger.warning(f"GRPOConfig.scale_rewards={args.scale_rewards!r} is ignored: BlockwiseGRPOTrainer "
                            f"scales advantages with scale={scale!r}")
+
+    def _set_signature_columns_if_needed(self):
+        # with remove_unused_columns=True only these columns reach the batch; task.score needs the answers
+        super()._set_signature_columns_if_needed()
+        if ANSWER_COLUMN not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, ANSWER_COLUMN]
 
     # -- scoring --------------------------------------------------------------------------------
 

@@ -88,13 +88,14 @@ class TrainConfig(Strict):
     task: TaskSection = TaskSection()
     data: DataSection = DataSection()
     method: str = "bae"
-    """bae (blockwise advantages), rlvr (scalar correctness) or rlcr (scalar c - (q - c)^2)."""
+    """bae (blockwise advantages), rlvr (scalar correctness), rlcr (scalar c - (q - c)^2) or gdpo
+    (scalar: each block's reward normalised in its group, summed, normalised over the batch)."""
     baseline: str = "ocb"
     """Baseline of blocks k >= 2 for method bae (bae.advantages.BASELINES)."""
     baseline_options: dict[str, Any] = {}
     """Options of the baseline, e.g. {shrink: 2.0} for ocb_shrink."""
     scale: Literal["none", "group", "batch"] = "none"
-    """Advantage scaling; the paper: none (centred, not divided)."""
+    """Advantage scaling; the paper: none (centred, not divided). gdpo scales itself: none only."""
     group_size: int = Field(PAPER.group_size, ge=2)
     """Completions per prompt (paper: 32)."""
     batch_size: int = Field(PAPER.batch_size, ge=2)
@@ -160,6 +161,13 @@ class TrainConfig(Strict):
     def _batch_is_whole_groups(self):
         if self.batch_size % self.group_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of group_size ({self.group_size})")
+        return self
+
+    @model_validator(mode="after")
+    def _gdpo_scales_itself(self):
+        if self.method == "gdpo" and self.scale != "none":
+            raise ValueError(f"scale {self.scale!r}: method gdpo normalises each reward in its group and the sum "
+                             "over the batch itself; use scale: none")
         return self
 
 
