@@ -40,6 +40,7 @@ its first row has. A line that is not a JSON object is an error naming the file 
 from __future__ import annotations
 
 from bae.io import json_lines
+from bae.tasks.answers import last_boxed
 
 import json
 import random
@@ -218,32 +219,6 @@ def _get(row: Any, path: str) -> Any:
         else:
             return _MISSING
     return value
-
-
-def last_boxed(text: str) -> str | None:
-    r"""Content of the last \boxed{...} or \fbox{...} (balanced braces), or of \boxed N; None if absent."""
-    best, best_pos = None, -1
-    for macro in ("\\boxed", "\\fbox"):
-        pos = text.rfind(macro)
-        while pos != -1:
-            rest = text[pos + len(macro):]
-            if rest.startswith("{"):
-                depth = 0
-                for i, ch in enumerate(rest):
-                    depth += ch == "{"
-                    depth -= ch == "}"
-                    if depth == 0:
-                        if pos > best_pos:
-                            best, best_pos = rest[1:i], pos
-                        break
-                break
-            if rest.startswith(" ") and macro == "\\boxed":
-                m = re.match(r" +([^\s$]+)", rest)
-                if m and pos > best_pos:
-                    best, best_pos = m.group(1), pos
-                break
-            pos = text.rfind(macro, 0, pos)  # \boxedx... is another macro: look further back
-    return best
 
 
 _DAPO_HEAD = re.compile(r"^\s*Solve the following math problem step by step\..*?\n\s*\n", re.S)

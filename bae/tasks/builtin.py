@@ -49,6 +49,8 @@ ARITHMETIC_TWO_ATTEMPT_PROMPT = (
     "then check it: <reasoning>check</reasoning><answer>final number</answer>."
 )
 
+BOXED_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
 SOLUTION = BlockSpec(name="solution", fields=("reasoning", "answer"), reward="correct")
 
 
@@ -81,6 +83,16 @@ def _two_attempt(verifier: str = "math", malformed: str = "partial", name: str =
     )
 
 
+def _boxed(verifier: str = "math", malformed: str = "partial", name: str = "boxed",
+           system_prompt: str = BOXED_PROMPT, abstain: str | None = None) -> TaskConfig:
+    """One solution block, the whole completion, without tags: its answer is the last \\boxed{}
+    (malformed: no \\boxed{} at all), verified with math-verify. The format of most math RL
+    outputs; it states no confidence (give one per generation row to `bae eval`)."""
+    return TaskConfig(name=name, blocks=(BlockSpec(name="solution", reward="correct"),), outcomes=(),
+                      verifier=verifier, system_prompt=system_prompt, malformed=malformed, abstain=abstain,
+                      solution_format="boxed")
+
+
 def _arithmetic(confidence_reward: str = "brier", malformed: str = "partial",
                 system_prompt: str = ARITHMETIC_PROMPT, abstain: str | None = None) -> TaskConfig:
     return _self_confidence(confidence_reward, "exact", malformed, "arithmetic", system_prompt, abstain)
@@ -93,11 +105,12 @@ def _arithmetic_two_attempt(malformed: str = "partial", system_prompt: str = ARI
 BUILTIN: dict[str, Callable[..., TaskConfig]] = {
     "self_confidence": _self_confidence,
     "two_attempt": _two_attempt,
+    "boxed": _boxed,
     "arithmetic": _arithmetic,
     "arithmetic_two_attempt": _arithmetic_two_attempt,
 }
 """Builders of the built-in tasks; their keyword options (confidence_reward, malformed,
-system_prompt: "" for none, abstain for the self-confidence formats, ...) are what
+system_prompt: "" for none, abstain for the self-confidence and boxed formats, ...) are what
 `get(name, **options)` accepts."""
 
 
