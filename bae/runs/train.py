@@ -30,8 +30,14 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def load_prompts(config: TrainConfig) -> tuple[list[dict], list[dict]]:
-    """(train rows, held-out eval rows), each {"id", "problem", "answer"}."""
-    from bae.evaluation.generations import read_eval_set
+    """(train rows, held-out eval rows), each {"id", "problem", "answer"}.
+
+    data.source: the arithmetic generator; a local file of any format bae reads prompts from
+    (.jsonl, .json, .parquet: bae.evaluation.generations.read_prompts) or a hub dataset, with the
+    problem and answer at data.problem_key / data.answer_key (dotted paths reach into nested
+    values). data.eval_source (a shipped set or a file with problem and answer; bae prepare-data
+    writes those) is read with the default keys: the keys name data.source's columns."""
+    from bae.evaluation.generations import InputError, prompt_rows, read_prompts
     from bae.tasks.arithmetic import generate
 
     data = config.data
@@ -40,15 +46,23 @@ def load_prompts(config: TrainConfig) -> tuple[list[dict], list[dict]]:
         # has only 100 distinct problems (filtering would leave only the harder levels)
         train = generate(data.limit or data.size, seed=config.seed, levels=data.levels)
         return train, generate(data.eval_size, seed=config.seed + 10_000, levels=data.levels)
-    if data.source.startswith("hf:"):
-        from datasets import load_dataset  # a download the user asked for by naming the dataset
+    keys = dict(problem_key=data.problem_key, answer_key=data.answer_key)
+    try:
+        if data.source.startswith("hf:"):
+            from bae.runs.data import load_hub
 
-        ds = load_dataset(data.source[3:], split=data.split)
-        train = [{"id": str(i), "problem": str(r[data.problem_key]), "answer": str(r[data.answer_key])}
-                 for i, r in enumerate(ds)][: data.limit]
-    else:
-        train = read_eval_set(data.source, data.limit)
-    held_out = read_eval_set(data.eval_source, config.eval.limit) if data.eval_source else train[: config.eval.limit]
+            where = f"{data.source}:{data.split}"
+            ds = load_hub(data.source[3:], data.split, where=f"data.source {where}")
+            records = ((f"{where}: row {i}", i, {**r, "id": str(i - 1)}) for i, r in enumerate(ds, start=1))
+            train = prompt_rows(records, **keys, limit=data.limit, source=where)
+        else:
+            train = read_prompts(data.source, **keys, limit=data.limit)
+    except InputError as err:
+        raise ValueError(f"data.source: {err} (data.problem_key / data.answer_key name its columns)") from None
+    try:
+        held_out = read_prompts(data.eval_source, limit=config.eval.limit) if data.eval_source else train[: config.eval.limit]
+    except InputError as err:
+        raise ValueError(f"data.eval_source: {err}") from None
     return train, held_out
 
 
