@@ -143,20 +143,22 @@ def train(
 
     try:
         cfg = load(config)  # every key checked before any compute
+    except ConfigError as err:
+        raise fail(err) from None
+    try:
         cfg.check_files()
     except ConfigError as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from None
+        raise fail(f"{config}: {err}") from None
     from bae.embedded import train as run_training
 
     try:
-        metrics = run_training(cfg, resume=resume)["metrics"]
+        result = run_training(cfg, resume=resume)
     except ValueError as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from None
-    shown = ("accuracy", "auroc", "ece", "brier") + (("abstain_rate",) if cfg.task.options.get("abstain") else ())
-    console.print("final evaluation: " + ", ".join(
-        f"{name} {metrics[name]['value']:.3f} ± {metrics[name]['se']:.3f}" for name in shown))
+        raise fail(err) from None
+    for warning in result.get("warnings", []):
+        warn(f"final evaluation: {warning}")
+    shown = ("accuracy", "auroc", "ece", "brier") + (("abstain_rate",) if cfg.task.build().config.abstain else ())
+    console.print("final evaluation: " + figures_line(result["metrics"], shown))
     console.print(f"run folder: {cfg.output_dir}")
 
 

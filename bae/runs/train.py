@@ -235,9 +235,7 @@ def _finished(config: TrainConfig, out: Path) -> dict:
         return json.loads(metrics.read_text())
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bae import tasks
-
-    task = tasks.load(config.task.name, **config.task.options)
+    task = config.task.build()
     _, held_out = load_prompts(config)
     tokenizer = AutoTokenizer.from_pretrained(out / "final")
     model = AutoModelForCausalLM.from_pretrained(out / "final")
@@ -268,14 +266,18 @@ def train(config: TrainConfig, resume: bool = False, policy: str | None = None) 
     atomic_write_text(out / "config.json", config.model_dump_json(indent=2))
 
     hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars on every load and save
-    task = tasks.load(config.task.name, **config.task.options)
+    task = config.task.build()
     train_rows, held_out = load_prompts(config)
     policy = policy or config.model
     if policy == "tiny":
         raise ValueError("model 'tiny' is the embedded policy: run bae.embedded.train(config) (as `bae train` does), "
                          "which warm-starts it first")
-    tokenizer = AutoTokenizer.from_pretrained(policy)
-    model = AutoModelForCausalLM.from_pretrained(policy)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(policy)
+        model = AutoModelForCausalLM.from_pretrained(policy)
+    except (OSError, ValueError) as err:  # no such folder or hub id, offline, not a model: say so in one line
+        raise ValueError(f"model {policy!r} cannot be loaded (neither a folder holding a saved model nor a reachable "
+                         f"hub id): {' '.join(str(err).split())[:300]}") from None
     dataset = Dataset.from_list([{"prompt": task.format_prompt(r["problem"]), "answer": r["answer"]} for r in train_rows])
     trainer = BlockwiseGRPOTrainer(
         model, task, grpo_args(config), dataset, tokenizer, method=config.method, baseline=config.baseline,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -119,15 +120,31 @@ def get(name: str, **options) -> Task:
     passed to its builder. Raises ValueError naming the choices for an unknown name or option."""
     if name not in BUILTIN:
         raise ValueError(f"unknown task {name!r}; built in: {sorted(BUILTIN)}")
-    try:
-        return Task(BUILTIN[name](**options))
-    except TypeError as err:
-        raise ValueError(f"task {name!r}: {err}") from None
+    accepted = sorted(inspect.signature(BUILTIN[name]).parameters)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"task {name!r}: unknown option(s) {unknown}; its options: {accepted}")
+    return Task(BUILTIN[name](**options))
 
 
 def from_config(config: dict | TaskConfig) -> Task:
-    """A K-block task from a config mapping (validated; errors name the offending key)."""
-    return Task(config if isinstance(config, TaskConfig) else TaskConfig.model_validate(config))
+    """A K-block task from a config mapping (validated; a ValueError names every offending key
+    on one line: "blocks.1.reward: unknown block reward 'x'; colour: unknown key")."""
+    from pydantic import ValidationError
+
+    if isinstance(config, TaskConfig):
+        return Task(config)
+    if not isinstance(config, dict):
+        raise ValueError(f"a task config is a mapping (name, blocks, outcomes, ...), got {type(config).__name__}")
+    try:
+        return Task(TaskConfig.model_validate(config))
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            key = ".".join(str(part) for part in e["loc"])
+            message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+            problems.append(f"{key}: {message}" if key else message)
+        raise ValueError("; ".join(problems)) from None
 
 
 RECORD = "bae_task.json"
