@@ -190,3 +190,15 @@ def test_most_malformed_with_some_confidences_warns_but_reports(tmp_path):
     assert result["warnings"] == [result["warnings"][0]] and "3 of 4 completions (75%) are malformed" in result["warnings"][0]
     assert result["metrics"]["brier"]["value"] == pytest.approx((0.1 ** 2) / 4)
     assert "**Warning:** 3 of 4" in (tmp_path / "report.md").read_text()
+
+
+def test_the_readme_generations_example_is_what_the_reader_and_the_boxed_task_accept(tmp_path):
+    """Docs match the code: the README's generations line is valid, its boxed answer is correct
+    under --task boxed and its confidence is used."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Generations format", 1)[1]
+    line = section.split("```json\n", 1)[1].split("\n```", 1)[0]
+    path = tmp_path / "readme.jsonl"
+    path.write_text(line + "\n")
+    scored = score_rows(read_generations(path), tasks.get("boxed"))
+    assert scored[0]["correct"] and scored[0]["confidence"] == 0.82 and scored[0]["confidence_source"] == "given"

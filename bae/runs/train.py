@@ -144,7 +144,7 @@ def _progress_callback(config: TrainConfig, task):
             if "bae/accuracy" not in logs:
                 return  # the end-of-training summary: keep the last step's figures on the bar
             rewards = " ".join(f"{n} {logs.get(f'rewards/{n}_reward/mean', float('nan')):+.3f}" for n in names)
-            ece = f" ece {logs.get('bae/ece', float('nan')):.3f}" if states_confidence else ""
+            ece = f" ece {logs['bae/ece']:.3f}" if states_confidence and "bae/ece" in logs else ""  # none stated: none shown
             self.progress.update(self.bar, completed=state.global_step,
                                  description=f"{rewards} acc {logs.get('bae/accuracy', float('nan')):.3f}{ece}")
 
