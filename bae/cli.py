@@ -279,7 +279,7 @@ def fidelity(
     task: Optional[str] = typer.Option(None, help="two-block task whose second block is compared (a built-in name or a "
                                        "YAML task file); default: the model folder's recorded task, else arithmetic"),
     task_option: list[str] = typer.Option([], "--task-option", help="task option key=value (repeatable)"),
-    data: Optional[str] = typer.Option(None, help="eval set: math500 | gsm8k | aime (shipped) or a JSON Lines file with problem and answer; default: synthetic arithmetic"),
+    data: Optional[str] = typer.Option(None, help="eval set: math500 | gsm8k | aime (shipped) or a .jsonl/.json/.parquet file with problem and answer; default: synthetic arithmetic"),
     prompts: int = typer.Option(32, help="P prompts (paper: 100)"),
     group: int = typer.Option(8, help="G of the main table"),
     continuations: int = typer.Option(16, help="M continuations of block 2 per prefix (paper: 32)"),
