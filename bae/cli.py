@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import bae
@@ -15,6 +16,30 @@ from bae.advantages import BASELINES, blockwise_advantages
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
+
+
+def fail(err: object) -> typer.Exit:
+    """Print `err` as one "error: ..." line (not wrapped at the terminal width) and return the
+    exit of a bad input (2), to raise: `raise fail(err) from None`."""
+    console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
+    return typer.Exit(2)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+def figure_cells(figure: dict | None, digits: int = 4) -> tuple[str, str]:
+    """(value, se) of a reported figure; ("not reported", "") for one that is not (None)."""
+    if not isinstance(figure, dict) or figure.get("value") is None:
+        return "not reported", ""
+    return f"{figure['value']:.{digits}f}", f"{figure.get('se', 0.0):.{digits}f}"
+
+
+def figures_line(metrics: dict, names: tuple[str, ...]) -> str:
+    """"accuracy 0.500 ± 0.020, ece not reported, ..." for a report's metrics."""
+    cells = {name: figure_cells(metrics.get(name), 3) for name in names}
+    return ", ".join(f"{name} {value}" + (f" ± {se}" if se else "") for name, (value, se) in cells.items())
 
 
 @app.command()
@@ -63,14 +88,12 @@ def demo(
     from bae.embedded.demo import TASKS, run_demo
 
     if task not in TASKS:
-        console.print(f"[red]error:[/] unknown --task {task!r}; choose from {' | '.join(TASKS)}")
-        raise typer.Exit(2)
+        raise fail(f"unknown --task {task!r}; choose from {' | '.join(TASKS)}")
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) or None
     try:
         run_demo(out_dir, steps=steps, seed=seed, methods=chosen, task=task)
     except ValueError as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from None
+        raise fail(err) from None
 
 
 @app.command()
@@ -106,8 +129,7 @@ def baselines(
     console.print(table)
     rows = [{"prompt_id": str(i), "completion": t, "gold": g} for i, t, g in zip(ids, texts, golds)]
     metrics = evaluate_generations(rows, task, out_dir, bootstrap=200, seed=seed)["metrics"]
-    console.print("evaluation of the batch: " + ", ".join(
-        f"{name} {metrics[name]['value']:.3f} ± {metrics[name]['se']:.3f}" for name in ("accuracy", "auroc", "ece", "brier")))
+    console.print("evaluation of the batch: " + figures_line(metrics, ("accuracy", "auroc", "ece", "brier")))
     console.print(f"report: {out_dir}/report.md")
 
 
@@ -121,20 +143,22 @@ def train(
 
     try:
         cfg = load(config)  # every key checked before any compute
+    except ConfigError as err:
+        raise fail(err) from None
+    try:
         cfg.check_files()
     except ConfigError as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from None
+        raise fail(f"{config}: {err}") from None
     from bae.embedded import train as run_training
 
     try:
-        metrics = run_training(cfg, resume=resume)["metrics"]
+        result = run_training(cfg, resume=resume)
     except ValueError as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from None
-    shown = ("accuracy", "auroc", "ece", "brier") + (("abstain_rate",) if cfg.task.options.get("abstain") else ())
-    console.print("final evaluation: " + ", ".join(
-        f"{name} {metrics[name]['value']:.3f} ± {metrics[name]['se']:.3f}" for name in shown))
+        raise fail(err) from None
+    for warning in result.get("warnings", []):
+        warn(f"final evaluation: {warning}")
+    shown = ("accuracy", "auroc", "ece", "brier") + (("abstain_rate",) if cfg.task.build().config.abstain else ())
+    console.print("final evaluation: " + figures_line(result["metrics"], shown))
     console.print(f"run folder: {cfg.output_dir}")
 
 
@@ -163,8 +187,7 @@ def prepare_data(
             parquet = Path(out).with_suffix(".parquet")
             console.print(f"wrote {to_verl_parquet(out, parquet, task=verl_task)} rows to {parquet}")
     except DataError as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from None
+        raise fail(err) from None
 
 
 def parse_task_options(items: list[str]) -> dict:
@@ -194,13 +217,19 @@ def _tiny_task(task: Optional[str], options: dict):
 @app.command("eval")
 def eval_command(
     task: Optional[str] = typer.Option(None, help="task that builds the prompts and scores the completions: a built-in "
-                                       "name or a YAML task file; default: the task recorded in the model folder, else "
+                                       "name (self_confidence, boxed for plain \\boxed{} answers, two_attempt, arithmetic, "
+                                       "...) or a YAML task file; default: the task recorded in the model folder, else "
                                        "self_confidence"),
     task_option: list[str] = typer.Option([], "--task-option", help="task option key=value (repeatable), e.g. "
                                           "confidence_reward=bce or system_prompt= (none)"),
     model: Optional[str] = typer.Option(None, help='model to sample: a local folder, a hub id, or "tiny"'),
-    data: Optional[str] = typer.Option(None, help='eval set: math500 | gsm8k | aime (shipped), a JSON Lines file with problem and answer, or "synthetic"'),
-    generations: Optional[str] = typer.Option(None, help="score this generations file (prompt_id, completion, gold) instead of sampling"),
+    data: Optional[str] = typer.Option(None, help='eval set: math500 | gsm8k | aime (shipped), a .jsonl/.json/.parquet file with '
+                                       'problem and answer, or "synthetic"'),
+    generations: Optional[str] = typer.Option(None, help="score this generations file (JSON Lines: prompt_id, completion, gold; "
+                                              "optional confidence, problem) instead of sampling"),
+    confidence_transform: str = typer.Option("none", help="how a generations row's confidence becomes a probability: none "
+                                             "(it is one, in [0, 1]) | sigmoid (a raw score, e.g. a reward model's) | "
+                                             "percent (0-100)"),
     n: int = typer.Option(16, help="samples per prompt (paper: 16)"),
     temperature: float = typer.Option(1.0, help="sampling temperature (paper: 1.0; 0 is greedy)"),
     max_new_tokens: int = typer.Option(1024, help="longest completion in tokens"),
@@ -224,22 +253,22 @@ def eval_command(
             from bae.embedded import resolve_model
 
             model = resolve_model(model, Path(out_dir) / "warm_start", _tiny_task(task, options), seed=seed)
-        config = EvalConfig(task=task, task_options=options, model=model, data=data, generations=generations, n=n,
+        config = EvalConfig(task=task, task_options=options, model=model, data=data, generations=generations,
+                            confidence_transform=confidence_transform, n=n,
                             temperature=temperature, max_new_tokens=max_new_tokens, limit=limit, seed=seed,
                             out_dir=out_dir, bootstrap=bootstrap, batch_size=batch_size, backend=backend,
                             target_accuracy=target_accuracy)
         metrics = run_eval(config)
     except (ValueError, FileNotFoundError) as err:  # bad config or input: say what, no traceback
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from None
+        raise fail(err) from None
+    for warning in metrics.get("warnings", []):
+        warn(warning)
     table = Table(title=f"bae eval: {metrics['task']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("se", justify="right")
-    for name in ("accuracy", "auroc", "ece", "brier"):
-        figure = metrics.get("metrics", {}).get(name)
-        if isinstance(figure, dict) and "value" in figure:
-            table.add_row(name, f"{figure['value']:.4f}", f"{figure.get('se', 0.0):.4f}")
+    for name in ("accuracy", "auroc", "ece", "brier", "malformed_rate"):
+        table.add_row(name, *figure_cells(metrics.get("metrics", {}).get(name)))
     console.print(table)
     console.print(f"report: {out_dir}/report.md")
 
@@ -250,7 +279,7 @@ def fidelity(
     task: Optional[str] = typer.Option(None, help="two-block task whose second block is compared (a built-in name or a "
                                        "YAML task file); default: the model folder's recorded task, else arithmetic"),
     task_option: list[str] = typer.Option([], "--task-option", help="task option key=value (repeatable)"),
-    data: Optional[str] = typer.Option(None, help="eval set: math500 | gsm8k | aime (shipped) or a JSON Lines file with problem and answer; default: synthetic arithmetic"),
+    data: Optional[str] = typer.Option(None, help="eval set: math500 | gsm8k | aime (shipped) or a .jsonl/.json/.parquet file with problem and answer; default: synthetic arithmetic"),
     prompts: int = typer.Option(32, help="P prompts (paper: 100)"),
     group: int = typer.Option(8, help="G of the main table"),
     continuations: int = typer.Option(16, help="M continuations of block 2 per prefix (paper: 32)"),
@@ -284,8 +313,7 @@ def fidelity(
                                 batch_size=batch_size, out_dir=out_dir)
         result = run_fidelity(config)
     except (ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from None
+        raise fail(err) from None
     estimators = result["groups"][str(group)]["estimators"]
     sizes = {s: summary["n"] for s, summary in next(iter(estimators.values())).items() if s in STRATA}
     shown = [s for s in STRATA if sizes[s]]  # strata with samples

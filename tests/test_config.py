@@ -18,8 +18,8 @@ def test_paper_defaults():
     [
         ({"grup_size": 8}, "grup_size: unknown key"),
         ({"eval": {"every": 1, "n_samples": 3}}, "eval.n_samples: unknown key"),
-        ({"task": {"name": "chess"}}, "task: unknown task"),
-        ({"task": {"name": "arithmetic", "options": {"confidence": "bce"}}}, "task:"),
+        ({"task": {"name": "chess"}}, "task.name: unknown task"),
+        ({"task": {"name": "arithmetic", "options": {"confidence": "bce"}}}, "task.options: task .arithmetic.: unknown option"),
         ({"method": "ppo"}, "method: unknown method"),
         ({"baseline": "ocbb"}, "baseline: unknown baseline"),
         ({"group_size": 1}, "group_size"),

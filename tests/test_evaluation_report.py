@@ -97,7 +97,8 @@ def test_report_end_to_end_on_a_hand_worked_case(tmp_path):
 
     m = result["metrics"]
     assert result["counts"] == {"prompts": 3, "completions": 18, "samples_per_prompt": {"min": 6, "max": 6},
-                                "malformed": 2, "confidence_missing": 2, "abstained": 0}
+                                "malformed": 2, "confidence_missing": 2, "confidence_given": 0,
+                                "abstained": 0}
     assert m["accuracy"]["value"] == 9 / 18
     assert m["accuracy"]["se"] == pytest.approx(math.sqrt(0.25 * 18 / 17 / 18))  # std(ddof=1)/sqrt(N)
     brier = sum((a - b) ** 2 for a, b in zip(q, correct)) / 18
@@ -157,18 +158,26 @@ def test_malformed_generations_line_is_named_before_anything_runs(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_all_malformed_completions_give_defined_figures(tmp_path):
-    """No answer and no confidence anywhere: accuracy 0, AUROC 0.5 (one class), confidence 0.0
-    against all wrong -> ECE 0 and Brier 0, AURC 1; votes choose nothing -> 0; no NaN in JSON."""
+def test_all_malformed_completions_report_no_calibration(tmp_path):
+    """No answer and no confidence anywhere: accuracy 0 and majority votes 0, but no calibration,
+    selective-prediction or confidence-voting figure (an ECE of 0 here would mean nothing): null
+    in metrics.json with the reason, "not reported" in report.md, no reliability or risk-coverage
+    PNG; two warnings; no NaN in JSON."""
     rows = [{"prompt_id": f"p{i // 3}", "completion": "no tags at all", "gold": "1"} for i in range(6)]
     result = evaluate_generations(rows, tasks.get("self_confidence"), tmp_path, bootstrap=20)
     m = result["metrics"]
-    assert (m["accuracy"]["value"], m["auroc"]["value"], m["ece"]["value"], m["brier"]["value"],
-            m["aurc"]["value"]) == (0.0, 0.5, 0.0, 0.0, 1.0)
+    assert m["accuracy"]["value"] == 0.0 and [m[k] for k in ("auroc", "ece", "brier", "aurc")] == [None] * 4
     assert m["malformed_rate"]["value"] == 1.0 and m["confidence_missing_rate"]["value"] == 1.0
-    assert result["tts"]["weighted_majority"]["value"] == [0.0, 0.0, 0.0]
-    assert result["selective"]["threshold"]["threshold"] is None
-    strict_json(tmp_path / "metrics.json")
+    assert result["tts"]["majority"]["value"] == [0.0, 0.0, 0.0]
+    assert "weighted_majority" not in result["tts"] and "max_confidence" not in result["tts"]
+    assert result["selective"] is None and result["reliability"] is None
+    assert "no completion has a confidence" in result["not_reported"]["reason"]
+    assert "ece" in result["not_reported"]["figures"]
+    assert len(result["warnings"]) == 2 and "6 of 6 completions (100%) are malformed" in result["warnings"][0]
+    assert REPORT_FILES - {"reliability.png", "risk_coverage.png"} == {p.name for p in tmp_path.iterdir()}
+    report = (tmp_path / "report.md").read_text()
+    assert "| 0.000 ± 0.000 | not reported | not reported | not reported | not reported |" in report
+    assert strict_json(tmp_path / "metrics.json")["metrics"]["ece"] is None
 
 
 def test_evaluate_generations_without_out_dir_writes_nothing(tmp_path, monkeypatch):
@@ -237,17 +246,17 @@ def test_eval_config_names_the_bad_field(kwargs, field):
 
 
 def test_no_rows_at_all_give_the_documented_empty_values(tmp_path):
-    """A periodic evaluation that produced nothing: accuracy, ECE, Brier, AURC 0, AUROC 0.5,
-    no k, no threshold; the report is still written, without numpy warnings."""
+    """A periodic evaluation that produced nothing: accuracy 0, no calibration figure (no
+    confidence), no k; the report is still written, without numpy warnings."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = evaluate_generations([], tasks.get("arithmetic"), tmp_path, bootstrap=10)
     m = result["metrics"]
-    assert [m[k]["value"] for k in ("accuracy", "auroc", "ece", "brier", "aurc")] == [0.0, 0.5, 0.0, 0.0, 0.0]
-    assert result["tts"]["k"] == [] and result["selective"]["threshold"]["threshold"] is None
-    assert REPORT_FILES == {p.name for p in tmp_path.iterdir()}
+    assert m["accuracy"]["value"] == 0.0 and [m[k] for k in ("auroc", "ece", "brier", "aurc")] == [None] * 4
+    assert result["tts"]["k"] == [] and result["selective"] is None
+    assert REPORT_FILES - {"reliability.png", "risk_coverage.png"} == {p.name for p in tmp_path.iterdir()}
 
 
 def test_abstentions_count_as_wrong_and_never_vote(tmp_path):

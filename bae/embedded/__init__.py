@@ -60,10 +60,9 @@ def resolve_model(model: str, folder: str | Path, task: Any, *, levels: tuple[in
 
 def train(config: Any, resume: bool = False) -> dict:
     """`bae train`: bae.runs.train.train, with "tiny" resolved into output_dir/warm_start first."""
-    from bae import tasks
     from bae.runs.train import train as run
 
-    task = tasks.load(config.task.name, **config.task.options)
+    task = config.task.build()
     policy = resolve_model(config.model, Path(config.output_dir) / "warm_start", task,
                            levels=config.data.levels, seed=config.seed)
     return run(config, resume=resume, policy=policy)

@@ -6,6 +6,12 @@ prediction with standard errors, as a report folder (metrics.json, report.md, PN
 out_dir)`` is the same path for callers that already hold completions (``bae demo``, the
 training loop's periodic evaluation).
 
+Any system's outputs: a generations file (bae.evaluation.generations) is scored by any task, e.g.
+``boxed`` for plain ``\\boxed{}`` answers; a confidence from outside the text comes in each row's
+``confidence`` key (``confidence_transform`` maps raw scores such as a reward model's). Without
+any confidence the calibration figures are not reported, and ``warnings`` says so (and when most
+completions are malformed for the task).
+
 Departures from the paper's evaluation protocol: the default ``max_new_tokens`` is 1024, not
 32k (the paper's value needs a GPU and vLLM); selective prediction is our addition; a missing
 confidence counts as 0.0 (the paper does not say).
@@ -18,8 +24,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bae.evaluation.generations import InputError, read_eval_set, read_generations, write_generations
-from bae.evaluation.report import compute_metrics, evaluate_generations, score_rows, write_report
+from bae.evaluation.generations import (CONFIDENCE_TRANSFORMS, InputError, confidence_from, read_eval_set,
+                                       read_generations, write_generations)
+from bae.evaluation.report import compute_metrics, evaluate_generations, score_rows, warnings_for, write_report
 from bae.evaluation.sampling import BACKENDS
 
 SYNTHETIC = "synthetic"
@@ -40,11 +47,15 @@ class EvalConfig:
     """Model to sample: a local folder or a hub id (the name "tiny" is resolved by bae.embedded,
     as `bae eval` does, before this config is built). None when ``generations`` is given."""
     data: str | None = None
-    """Eval set to sample on: the name of a set shipped with bae (math500, gsm8k, aime), a JSON
-    Lines file with problem and answer, or "synthetic" for the arithmetic task's generated set."""
+    """Eval set to sample on: the name of a set shipped with bae (math500, gsm8k, aime), a local
+    file of prompts with problem and answer (.jsonl, .json, .parquet: read_prompts), or
+    "synthetic" for the arithmetic task's generated set."""
     generations: str | None = None
     """Existing generations to score instead of sampling: JSON Lines with prompt_id, completion,
-    gold (optional problem)."""
+    gold (optional problem, confidence); see bae.evaluation.generations."""
+    confidence_transform: str = "none"
+    """How the generations rows' ``confidence`` becomes a probability: "none" (it is one),
+    "sigmoid" (a raw score such as a reward model's), "percent" (0-100). Generations only."""
     n: int = 16
     """Samples per prompt (paper: 16). Sampling only, like temperature, max_new_tokens,
     batch_size and backend: a generations file brings its own samples."""
@@ -92,6 +103,10 @@ class EvalConfig:
             bad("target_accuracy", "must lie in (0, 1]")
         if self.backend not in BACKENDS:
             bad("backend", f"must be one of {', '.join(BACKENDS)}")
+        if self.confidence_transform not in CONFIDENCE_TRANSFORMS:
+            bad("confidence_transform", f"must be one of {', '.join(CONFIDENCE_TRANSFORMS)}")
+        if self.confidence_transform != "none" and self.generations is None:
+            bad("confidence_transform", "maps the 'confidence' of a generations file's rows: give generations")
         if self.generations is not None:
             if self.model is not None or self.data is not None:
                 bad("generations", "give either generations, or model and data, not both")
@@ -136,7 +151,7 @@ def run_eval(config: EvalConfig) -> dict:
     task = eval_task(config)
     out = Path(config.out_dir)
     if config.generations is not None:
-        rows = read_generations(config.generations)
+        rows = read_generations(config.generations, config.confidence_transform)
         if config.limit is not None:
             keep = set(list(dict.fromkeys(r["prompt_id"] for r in rows))[: config.limit])
             rows = [r for r in rows if r["prompt_id"] in keep]
@@ -155,6 +170,6 @@ def run_eval(config: EvalConfig) -> dict:
 
 
 __all__ = [
-    "EvalConfig", "InputError", "compute_metrics", "evaluate_generations", "read_eval_set",
-    "read_generations", "run_eval", "score_rows", "write_generations", "write_report",
+    "CONFIDENCE_TRANSFORMS", "EvalConfig", "InputError", "compute_metrics", "confidence_from", "evaluate_generations",
+    "read_eval_set", "read_generations", "run_eval", "score_rows", "warnings_for", "write_generations", "write_report",
 ]

@@ -65,11 +65,14 @@ def reliability_diagram(table: dict[str, np.ndarray], path: str | os.PathLike, t
 def tts_plot(curves: dict, path: str | os.PathLike, title: str = "") -> None:
     """Each strategy's accuracy against k, with a band of one standard error.
 
-    ``curves`` is ``tts.tts_curves(...)``: {"k": [K], strategy: {"value": [K], "se": [K]}}.
+    ``curves`` is ``tts.tts_curves(...)``: {"k": [K], strategy: {"value": [K], "se": [K]}}; a
+    strategy left out of it (the confidence-based ones, without any confidence) is not drawn.
     """
     fig, ax = plt.subplots(figsize=(6, 4))
     k = np.asarray(curves["k"], dtype=float)
     for name, label in LABELS.items():
+        if name not in curves:
+            continue
         value = np.asarray(curves[name]["value"], dtype=float)
         se = np.asarray(curves[name]["se"], dtype=float)
         ax.plot(k, value, marker="o", markersize=3, label=label)

@@ -7,6 +7,7 @@ paper sets a value; the embedded demo overrides them for CPU (configs/demo.yaml)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bae.advantages import BASELINES
 from bae.objective import METHODS
 from bae.paper import PAPER
+from bae.tasks import BlockSpec
+
+TRL_OVERLAP = {
+    "learning_rate": "learning_rate", "max_steps": "steps", "num_generations": "group_size", "loss_type": "loss_type",
+    "temperature": "temperature", "warmup_steps": "warmup_steps", "max_completion_length": "max_completion_length",
+    "seed": "seed", "data_seed": "seed", "output_dir": "output_dir", "save_steps": "checkpoint_interval",
+    "steps_per_generation": "batch_size", "generation_batch_size": "batch_size",
+}
+"""GRPOConfig fields that bae sets from a validated top-level key: refused in `trl:` (the
+pass-through would override the checked value silently). bae generates once per optimizer step,
+so the generation batch is batch_size."""
 
 
 class ConfigError(ValueError):
@@ -26,28 +38,92 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFINITION_KEYS = ("blocks", "outcomes", "verifier", "system_prompt", "malformed", "abstain", "solution_format")
+"""The keys of a task defined in the config (bae.tasks.TaskConfig's, but its name)."""
+
+
 class TaskSection(Strict):
+    """The task, in one of three forms (bae.tasks.load):
+
+    - built in: ``name`` (arithmetic, self_confidence, boxed, two_attempt, arithmetic_two_attempt)
+      with its builder's ``options``;
+    - a task file: ``file`` (a YAML / JSON file in the TaskConfig schema, e.g.
+      configs/tasks/rlcr.yaml; a path relative to the working directory, as data.source), with
+      ``options`` overriding its keys; ``task: configs/tasks/rlcr.yaml`` is short for it;
+    - defined here: ``name`` plus ``blocks`` and the other TaskConfig keys (outcomes, verifier,
+      system_prompt, malformed, abstain, solution_format), with ``options`` overriding them.
+    Errors name the key (task.blocks.1.reward, ...)."""
+
     name: str = "arithmetic"
-    """A built-in task (bae.tasks.get): arithmetic, self_confidence, two_attempt, arithmetic_two_attempt."""
+    """A built-in task's name, or the name of the task defined by `blocks`."""
     options: dict[str, Any] = {}
-    """Passed to the task builder, e.g. {confidence_reward: bce} or {malformed: all_worst}."""
+    """A built-in task's builder options, e.g. {confidence_reward: bce} or {malformed: all_worst};
+    for a file or a defined task: values of its keys (e.g. {system_prompt: ""})."""
+    file: str | None = None
+    """A task file (YAML or JSON) in the TaskConfig schema."""
+    blocks: tuple[BlockSpec, ...] | None = None
+    """A task defined here: its blocks ({name, fields, reward} each), as in a task file."""
+    outcomes: tuple[str, ...] | None = None
+    verifier: Literal["math", "exact"] | None = None
+    system_prompt: str | None = None
+    malformed: Literal["partial", "all_worst"] | None = None
+    abstain: str | None = None
+    solution_format: Literal["tags", "boxed"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_shorthand(cls, data: Any) -> Any:
+        return {"file": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
-    def _known_task(self):
+    def _buildable(self):
+        self.build()  # raises ValueError naming the key
+        return self
+
+    def build(self):
+        """The bae.tasks.Task this section describes."""
         from bae import tasks
 
-        tasks.get(self.name, **self.options)  # raises ValueError naming the choices
-        return self
+        defined = {key: getattr(self, key) for key in DEFINITION_KEYS if getattr(self, key) is not None}
+        if self.file is not None:
+            if defined:
+                raise ValueError(f"{next(iter(defined))}: the task comes from task.file {self.file!r}; set its keys "
+                                 "there, or override them in task.options")
+            if not Path(self.file).is_file():
+                raise ValueError(f"file: no such task file {self.file!r}")
+            try:
+                return tasks.load(self.file, **self.options)
+            except ValueError as err:
+                raise ValueError(f"file: {err}") from None
+        if self.blocks is None:
+            if defined:
+                raise ValueError(f"{next(iter(defined))}: defines a task only together with task.blocks; for the "
+                                 f"built-in task {self.name!r} give its options in task.options")
+            if self.name not in tasks.BUILTIN and not self.name.lower().endswith((".yaml", ".yml", ".json")):
+                raise ValueError(f"name: unknown task {self.name!r}; built in: {sorted(tasks.BUILTIN)}; or define it "
+                                 "here with task.blocks (and outcomes, ...), or give a task file as task.file")
+            try:
+                return tasks.load(self.name, **self.options)
+            except ValueError as err:
+                raise ValueError(f"options: {err}") from None
+        unknown = sorted(set(self.options) - set(DEFINITION_KEYS))
+        if unknown:
+            raise ValueError(f"options: {unknown} are not keys of a defined task (it takes {list(DEFINITION_KEYS)})")
+        return tasks.from_config({"name": self.name, **defined, **self.options})  # ValueError naming the key
 
 
 class DataSection(Strict):
     source: str = "arithmetic"
-    """"arithmetic" (the built-in generator), a local JSON Lines file with problem and answer
-    columns, or "hf:<dataset id>" (a Hugging Face dataset, downloaded only when asked for)."""
+    """"arithmetic" (the built-in generator), a local file of prompts (.jsonl / .ndjson JSON Lines,
+    .json, .parquet; bae prepare-data writes one), or "hf:<dataset id>" (a Hugging Face dataset,
+    downloaded only when asked for)."""
     split: str = "train"
     """Split of a Hugging Face dataset."""
     problem_key: str = "problem"
+    """Where data.source keeps the problem: a column, or a dotted path into nested values
+    (prompt.0.content). Not used for the arithmetic generator, nor for data.eval_source."""
     answer_key: str = "answer"
+    """Where data.source keeps the gold answer (a string or an integer), as problem_key."""
     limit: int | None = Field(None, ge=1)
     """Use only the first `limit` prompts."""
     size: int = Field(2000, ge=1)
@@ -58,7 +134,14 @@ class DataSection(Strict):
     """Held-out prompts of the built-in generator for evaluation (a different seed)."""
     eval_source: str | None = None
     """The held-out set for a file or hub source: a set shipped with bae (math500, gsm8k, aime)
-    or a JSON Lines file with problem and answer."""
+    or a local file of prompts with problem and answer (any format of data.source)."""
+
+    @model_validator(mode="after")
+    def _keys_need_a_file(self):
+        if self.source == "arithmetic" and (self.problem_key, self.answer_key) != ("problem", "answer"):
+            raise ValueError("problem_key / answer_key name the columns of a file or hub data.source; "
+                             "the arithmetic generator has none")
+        return self
 
     @field_validator("source")
     @classmethod
@@ -145,11 +228,26 @@ class TrainConfig(Strict):
         unknown = sorted(set(v) - known)
         if unknown:
             raise ValueError(f"not GRPOConfig fields: {unknown}")
+        overlap = sorted(set(v) & set(TRL_OVERLAP))
+        if overlap:
+            raise ValueError("; ".join(f"{key} is set by the top-level key {TRL_OVERLAP[key]!r}: set that instead"
+                                       for key in overlap))
         return v
 
     def check_files(self) -> None:
-        """The data files exist (checked by `bae train` right after loading, before any compute)."""
+        """The model folder and the data files exist (checked by `bae train` right after loading,
+        before any compute): a model that is neither "tiny", a folder holding a saved model, nor
+        of the form of a hub id (namespace/name) is refused here; a hub id is looked up when loaded."""
         from bae.evaluation.sets import EVAL_SETS
+
+        if self.model != "tiny":
+            folder = Path(self.model).expanduser()
+            if folder.exists():
+                if not (folder / "config.json").is_file():
+                    raise ConfigError(f"model: {self.model!r} is not a model folder (it holds no config.json)")
+            elif not is_hub_id(self.model):
+                raise ConfigError(f"model: no such model folder {self.model!r} (give a folder holding a saved model, "
+                                  "a hub id such as Qwen/Qwen2.5-3B-Instruct, or tiny)")
 
         for key, path in (("data.source", self.data.source), ("data.eval_source", self.data.eval_source)):
             if key == "data.eval_source" and path in EVAL_SETS:
@@ -171,6 +269,13 @@ class TrainConfig(Strict):
         return self
 
 
+def is_hub_id(name: str) -> bool:
+    """Whether `name` has the form of a Hugging Face repo id ("name" or "namespace/name"; the rule
+    of huggingface_hub.validate_repo_id)."""
+    return (len(name) <= 96 and "--" not in name and ".." not in name and not name.endswith(".git")
+            and re.fullmatch(r"(\b[\w\-.]+\b/)?\b[\w\-.]+\b", name) is not None)
+
+
 def _key(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
@@ -185,7 +290,11 @@ def parse(raw: dict, where: str = "config") -> TrainConfig:
         problems = []
         for e in err.errors():
             message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {_key(e['loc'])}: {message}")
+            key = _key(e["loc"])
+            sub = re.match(r"([A-Za-z_]\w*(?:\.\w+)*): ", message) if e["loc"] == ("task",) else None
+            if sub and sub.group(1).split(".")[0] in TaskSection.model_fields:  # a task key the section's check names
+                key, message = f"task.{sub.group(1)}", message[sub.end():]
+            problems.append(f"{where}: {key}: {message}")
         raise ConfigError("\n".join(problems)) from None
 
 

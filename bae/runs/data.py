@@ -39,7 +39,9 @@ its first row has. A line that is not a JSON object is an error naming the file 
 
 from __future__ import annotations
 
+from bae.evaluation.generations import prompt_fields, read_records
 from bae.io import json_lines
+from bae.tasks.answers import last_boxed  # noqa: F401  (re-exported: where it used to live)
 
 import json
 import random
@@ -48,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-__all__ = ["DataError", "SourceSpec", "SourceStats", "PrepareSummary", "parse_source", "prepare",
+__all__ = ["DataError", "SourceSpec", "SourceStats", "PrepareSummary", "load_hub", "parse_source", "prepare",
            "read_source", "last_boxed", "strip_dapo_prompt", "to_verl_parquet"]
 
 LOCAL_FORMATS = (".jsonl", ".ndjson", ".json", ".parquet")
@@ -156,94 +158,42 @@ def parse_source(source: str, *, problem_key: str = "problem", answer_key: str =
 # Reading rows
 
 
-def _json_lines(path: Path) -> Iterator[dict]:
-    return (row for _, row in json_lines(path, DataError))
+def load_hub(dataset: str, split: str = "train", config: str | None = None, where: str = "") -> Any:
+    """datasets.load_dataset(dataset, config, split): a download the user asked for by naming the
+    dataset. Any failure (offline, no such dataset or split, no network) is a DataError in one line
+    naming the source, not the library's traceback (nor its retry messages: without a network,
+    huggingface_hub retries for about 20 s before the error)."""
+    import logging
+
+    from datasets import load_dataset  # imports huggingface_hub, which sets up its logger
+
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        return load_dataset(dataset, name=config, split=split)
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds (ConnectionError, DatasetNotFoundError, ...)
+        first = " ".join(str(err).split()) or type(err).__name__
+        offline = " (offline: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)" if _offline() else ""
+        raise DataError(f"{where or f'hf:{dataset}:{split}'}: cannot load the dataset{offline}: "
+                        f"{type(err).__name__}: {first[:300]}") from None
+    finally:
+        hub_log.setLevel(level)
 
 
-def _read_local(path: Path) -> Iterator[dict]:
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:  # pragma: no cover - pyarrow comes with datasets
-            raise DataError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
-        yield from pq.read_table(path).to_pylist()
-    elif suffix == ".json":
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            if e.msg == "Extra data":  # one object per line under a .json name
-                yield from _json_lines(path)
-                return
-            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if isinstance(data, dict):  # {"data": [...]} or a single object
-            data = data.get("data", [data])
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a list of objects, got {type(data).__name__}")
-        for i, row in enumerate(data):
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: item {i} is a {type(row).__name__}, not an object")
-            yield row
-    else:
-        yield from _json_lines(path)
+def _offline() -> bool:
+    import os
 
-
-def _read_hub(spec: SourceSpec) -> Iterator[dict]:
-    from datasets import load_dataset  # a download the user asked for by naming the dataset
-
-    yield from load_dataset(spec.location, name=spec.config, split=spec.split)
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def read_source(spec: SourceSpec) -> Iterator[dict]:
-    """The raw rows (dicts) of one source, in its order."""
-    return _read_hub(spec) if spec.hub else _read_local(Path(spec.location))
-
-
-_MISSING = object()
-
-
-def _get(row: Any, path: str) -> Any:
-    """row[path], where path may be dotted into nested dicts and lists (prompt.0.content)."""
-    if isinstance(row, dict) and path in row:
-        return row[path]
-    value = row
-    for part in path.split("."):
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, (list, tuple)) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return _MISSING
-    return value
-
-
-def last_boxed(text: str) -> str | None:
-    r"""Content of the last \boxed{...} or \fbox{...} (balanced braces), or of \boxed N; None if absent."""
-    best, best_pos = None, -1
-    for macro in ("\\boxed", "\\fbox"):
-        pos = text.rfind(macro)
-        while pos != -1:
-            rest = text[pos + len(macro):]
-            if rest.startswith("{"):
-                depth = 0
-                for i, ch in enumerate(rest):
-                    depth += ch == "{"
-                    depth -= ch == "}"
-                    if depth == 0:
-                        if pos > best_pos:
-                            best, best_pos = rest[1:i], pos
-                        break
-                break
-            if rest.startswith(" ") and macro == "\\boxed":
-                m = re.match(r" +([^\s$]+)", rest)
-                if m and pos > best_pos:
-                    best, best_pos = m.group(1), pos
-                break
-            pos = text.rfind(macro, 0, pos)  # \boxedx... is another macro: look further back
-    return best
+    """The raw rows (dicts) of one source, in its order (a local file: bae.evaluation.generations.
+    read_records, the reader of every prompt file)."""
+    if spec.hub:
+        return iter(load_hub(spec.location, spec.split, spec.config, str(spec)))
+    return (row for _, _, row in read_records(spec.location, DataError))
 
 
 _DAPO_HEAD = re.compile(r"^\s*Solve the following math problem step by step\..*?\n\s*\n", re.S)
@@ -254,21 +204,6 @@ def strip_dapo_prompt(text: str) -> str:
     """The bare problem of a DAPO-Math-17k prompt (its instruction head and tail removed); text
     without the wrapper is returned unchanged."""
     return _DAPO_TAIL.sub("", _DAPO_HEAD.sub("", text, count=1), count=1).strip()
-
-
-def _answer(value: Any, fmt: str) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        value = str(value)
-    if not isinstance(value, str):
-        return None
-    if fmt == "boxed":
-        value = last_boxed(value)
-        if value is None:
-            return None
-    value = value.strip()
-    return value or None
 
 
 def _normalise(problem: str) -> str:
@@ -319,14 +254,12 @@ def prepare(
             stats.read += 1
             if first_keys is None:
                 first_keys = sorted(raw) if isinstance(raw, dict) else []
-            problem = _get(raw, spec.problem_key)
-            if not isinstance(problem, str) or not problem.strip():
+            problem, answer = prompt_fields(raw, spec.problem_key, spec.answer_key, spec.answer_format)
+            if problem is None:
                 stats.missing_problem += 1
                 continue
             if spec.problem_format == "dapo":
                 problem = strip_dapo_prompt(problem)
-            problem = problem.strip()
-            answer = _answer(_get(raw, spec.answer_key), spec.answer_format)
             if answer is None:
                 stats.bad_answer += 1
                 continue
@@ -376,7 +309,7 @@ def to_verl_parquet(rows: str | Path | Iterable[dict], out: str | Path, *, task:
 
     the_task = tasks.get(task, **(task_options or {}))
     if isinstance(rows, (str, Path)):
-        rows = list(_json_lines(Path(rows)))
+        rows = [row for _, row in json_lines(Path(rows), DataError)]
     records = []
     for i, r in enumerate(rows):
         extra: dict[str, Any] = {"index": i, "id": str(r["id"]), "split": split}

@@ -30,8 +30,14 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def load_prompts(config: TrainConfig) -> tuple[list[dict], list[dict]]:
-    """(train rows, held-out eval rows), each {"id", "problem", "answer"}."""
-    from bae.evaluation.generations import read_eval_set
+    """(train rows, held-out eval rows), each {"id", "problem", "answer"}.
+
+    data.source: the arithmetic generator; a local file of any format bae reads prompts from
+    (.jsonl, .json, .parquet: bae.evaluation.generations.read_prompts) or a hub dataset, with the
+    problem and answer at data.problem_key / data.answer_key (dotted paths reach into nested
+    values). data.eval_source (a shipped set or a file with problem and answer; bae prepare-data
+    writes those) is read with the default keys: the keys name data.source's columns."""
+    from bae.evaluation.generations import InputError, prompt_rows, read_prompts
     from bae.tasks.arithmetic import generate
 
     data = config.data
@@ -40,15 +46,23 @@ def load_prompts(config: TrainConfig) -> tuple[list[dict], list[dict]]:
         # has only 100 distinct problems (filtering would leave only the harder levels)
         train = generate(data.limit or data.size, seed=config.seed, levels=data.levels)
         return train, generate(data.eval_size, seed=config.seed + 10_000, levels=data.levels)
-    if data.source.startswith("hf:"):
-        from datasets import load_dataset  # a download the user asked for by naming the dataset
+    keys = dict(problem_key=data.problem_key, answer_key=data.answer_key)
+    try:
+        if data.source.startswith("hf:"):
+            from bae.runs.data import load_hub
 
-        ds = load_dataset(data.source[3:], split=data.split)
-        train = [{"id": str(i), "problem": str(r[data.problem_key]), "answer": str(r[data.answer_key])}
-                 for i, r in enumerate(ds)][: data.limit]
-    else:
-        train = read_eval_set(data.source, data.limit)
-    held_out = read_eval_set(data.eval_source, config.eval.limit) if data.eval_source else train[: config.eval.limit]
+            where = f"{data.source}:{data.split}"
+            ds = load_hub(data.source[3:], data.split, where=f"data.source {where}")
+            records = ((f"{where}: row {i}", i, {**r, "id": str(i - 1)}) for i, r in enumerate(ds, start=1))
+            train = prompt_rows(records, **keys, limit=data.limit, source=where)
+        else:
+            train = read_prompts(data.source, **keys, limit=data.limit)
+    except InputError as err:
+        raise ValueError(f"data.source: {err} (data.problem_key / data.answer_key name its columns)") from None
+    try:
+        held_out = read_prompts(data.eval_source, limit=config.eval.limit) if data.eval_source else train[: config.eval.limit]
+    except InputError as err:
+        raise ValueError(f"data.eval_source: {err}") from None
     return train, held_out
 
 
@@ -130,7 +144,7 @@ def _progress_callback(config: TrainConfig, task):
             if "bae/accuracy" not in logs:
                 return  # the end-of-training summary: keep the last step's figures on the bar
             rewards = " ".join(f"{n} {logs.get(f'rewards/{n}_reward/mean', float('nan')):+.3f}" for n in names)
-            ece = f" ece {logs.get('bae/ece', float('nan')):.3f}" if states_confidence else ""
+            ece = f" ece {logs['bae/ece']:.3f}" if states_confidence and "bae/ece" in logs else ""  # none stated: none shown
             self.progress.update(self.bar, completed=state.global_step,
                                  description=f"{rewards} acc {logs.get('bae/accuracy', float('nan')):.3f}{ece}")
 
@@ -221,9 +235,7 @@ def _finished(config: TrainConfig, out: Path) -> dict:
         return json.loads(metrics.read_text())
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bae import tasks
-
-    task = tasks.load(config.task.name, **config.task.options)
+    task = config.task.build()
     _, held_out = load_prompts(config)
     tokenizer = AutoTokenizer.from_pretrained(out / "final")
     model = AutoModelForCausalLM.from_pretrained(out / "final")
@@ -254,14 +266,18 @@ def train(config: TrainConfig, resume: bool = False, policy: str | None = None) 
     atomic_write_text(out / "config.json", config.model_dump_json(indent=2))
 
     hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars on every load and save
-    task = tasks.load(config.task.name, **config.task.options)
+    task = config.task.build()
     train_rows, held_out = load_prompts(config)
     policy = policy or config.model
     if policy == "tiny":
         raise ValueError("model 'tiny' is the embedded policy: run bae.embedded.train(config) (as `bae train` does), "
                          "which warm-starts it first")
-    tokenizer = AutoTokenizer.from_pretrained(policy)
-    model = AutoModelForCausalLM.from_pretrained(policy)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(policy)
+        model = AutoModelForCausalLM.from_pretrained(policy)
+    except (OSError, ValueError) as err:  # no such folder or hub id, offline, not a model: say so in one line
+        raise ValueError(f"model {policy!r} cannot be loaded (neither a folder holding a saved model nor a reachable "
+                         f"hub id): {' '.join(str(err).split())[:300]}") from None
     dataset = Dataset.from_list([{"prompt": task.format_prompt(r["problem"]), "answer": r["answer"]} for r in train_rows])
     trainer = BlockwiseGRPOTrainer(
         model, task, grpo_args(config), dataset, tokenizer, method=config.method, baseline=config.baseline,

@@ -1,8 +1,12 @@
 """Tasks: a prompt format, a block schema, one reward per block and an outcome per later block.
 
-    task = bae.tasks.get("self_confidence")            # or "arithmetic", "two_attempt"
+    task = bae.tasks.get("self_confidence")            # or "boxed", "arithmetic", "two_attempt", ...
     score = task.score(completion_text, gold_answer)
     score.rewards, score.outcomes                      # one per block: rows of r[N, K], o[N, K]
+
+Built in (BUILTIN): self_confidence, two_attempt, boxed (free text whose answer is its last
+\\boxed{}: most math RL outputs), arithmetic, arithmetic_two_attempt. Any other format is a
+TaskConfig (a mapping, or a YAML / JSON task file: `load`).
 
 Block rewards and outcomes are registered by name (BLOCK_REWARDS, OUTCOMES), so a K-block task can
 be built from a config (`from_config`) without code. Each block reward declares its worst value.
@@ -18,11 +22,12 @@ of its own: its later blocks all get their worst reward, so its value differs fr
 well-formed incorrect prefix, and mixing the two would bias OCB (paper Appendix B).
 """
 
+from bae.tasks.answers import last_boxed
 from bae.tasks.builtin import BUILTIN, RECORD, from_config, get, load, load_record, save_record
 from bae.tasks.registry import BLOCK_REWARDS, OUTCOMES, BlockReward, Context, register_block_reward, register_outcome
-from bae.tasks.schema import MALFORMED_POLICIES, BlockSpec, TaskConfig
+from bae.tasks.schema import MALFORMED_POLICIES, SOLUTION_FORMATS, BlockSpec, TaskConfig
 from bae.tasks.task import MALFORMED_OUTCOME, Score, Task
 
 __all__ = ["BLOCK_REWARDS", "BUILTIN", "MALFORMED_OUTCOME", "MALFORMED_POLICIES", "OUTCOMES", "BlockReward", "BlockSpec",
-           "Context", "RECORD", "Score", "Task", "TaskConfig", "from_config", "get", "load", "load_record",
-           "register_block_reward", "register_outcome", "save_record"]
+           "Context", "RECORD", "SOLUTION_FORMATS", "Score", "Task", "TaskConfig", "from_config", "get", "last_boxed",
+           "load", "load_record", "register_block_reward", "register_outcome", "save_record"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -49,6 +50,8 @@ ARITHMETIC_TWO_ATTEMPT_PROMPT = (
     "then check it: <reasoning>check</reasoning><answer>final number</answer>."
 )
 
+BOXED_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
 SOLUTION = BlockSpec(name="solution", fields=("reasoning", "answer"), reward="correct")
 
 
@@ -81,6 +84,16 @@ def _two_attempt(verifier: str = "math", malformed: str = "partial", name: str =
     )
 
 
+def _boxed(verifier: str = "math", malformed: str = "partial", name: str = "boxed",
+           system_prompt: str = BOXED_PROMPT, abstain: str | None = None) -> TaskConfig:
+    """One solution block, the whole completion, without tags: its answer is the last \\boxed{}
+    (malformed: no \\boxed{} at all), verified with math-verify. The format of most math RL
+    outputs; it states no confidence (give one per generation row to `bae eval`)."""
+    return TaskConfig(name=name, blocks=(BlockSpec(name="solution", reward="correct"),), outcomes=(),
+                      verifier=verifier, system_prompt=system_prompt, malformed=malformed, abstain=abstain,
+                      solution_format="boxed")
+
+
 def _arithmetic(confidence_reward: str = "brier", malformed: str = "partial",
                 system_prompt: str = ARITHMETIC_PROMPT, abstain: str | None = None) -> TaskConfig:
     return _self_confidence(confidence_reward, "exact", malformed, "arithmetic", system_prompt, abstain)
@@ -93,11 +106,12 @@ def _arithmetic_two_attempt(malformed: str = "partial", system_prompt: str = ARI
 BUILTIN: dict[str, Callable[..., TaskConfig]] = {
     "self_confidence": _self_confidence,
     "two_attempt": _two_attempt,
+    "boxed": _boxed,
     "arithmetic": _arithmetic,
     "arithmetic_two_attempt": _arithmetic_two_attempt,
 }
 """Builders of the built-in tasks; their keyword options (confidence_reward, malformed,
-system_prompt: "" for none, abstain for the self-confidence formats, ...) are what
+system_prompt: "" for none, abstain for the self-confidence and boxed formats, ...) are what
 `get(name, **options)` accepts."""
 
 
@@ -106,15 +120,31 @@ def get(name: str, **options) -> Task:
     passed to its builder. Raises ValueError naming the choices for an unknown name or option."""
     if name not in BUILTIN:
         raise ValueError(f"unknown task {name!r}; built in: {sorted(BUILTIN)}")
-    try:
-        return Task(BUILTIN[name](**options))
-    except TypeError as err:
-        raise ValueError(f"task {name!r}: {err}") from None
+    accepted = sorted(inspect.signature(BUILTIN[name]).parameters)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"task {name!r}: unknown option(s) {unknown}; its options: {accepted}")
+    return Task(BUILTIN[name](**options))
 
 
 def from_config(config: dict | TaskConfig) -> Task:
-    """A K-block task from a config mapping (validated; errors name the offending key)."""
-    return Task(config if isinstance(config, TaskConfig) else TaskConfig.model_validate(config))
+    """A K-block task from a config mapping (validated; a ValueError names every offending key
+    on one line: "blocks.1.reward: unknown block reward 'x'; colour: unknown key")."""
+    from pydantic import ValidationError
+
+    if isinstance(config, TaskConfig):
+        return Task(config)
+    if not isinstance(config, dict):
+        raise ValueError(f"a task config is a mapping (name, blocks, outcomes, ...), got {type(config).__name__}")
+    try:
+        return Task(TaskConfig.model_validate(config))
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            key = ".".join(str(part) for part in e["loc"])
+            message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+            problems.append(f"{key}: {message}" if key else message)
+        raise ValueError("; ".join(problems)) from None
 
 
 RECORD = "bae_task.json"

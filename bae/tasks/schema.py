@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -9,13 +10,27 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bae.tasks.registry import BLOCK_REWARDS, OUTCOMES
 
 MALFORMED_POLICIES = ("partial", "all_worst")
+SOLUTION_FORMATS = ("tags", "boxed")
 
 
 class BlockSpec(BaseModel):
+    """One block: its name, its tagged fields in order (none for the untagged first block of a
+    task with solution_format "boxed"), and the name of its reward (BLOCK_REWARDS)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    fields: tuple[str, ...] = Field(min_length=1)
+    fields: tuple[str, ...] = ()
     reward: str
+
+    @field_validator("fields")
+    @classmethod
+    def _tag_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", tag):
+                raise ValueError(f"{tag!r} is not a valid tag name (letters, digits, _ and -, not first a digit)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a block's fields must be distinct, got {list(v)}")
+        return v
 
     @field_validator("reward")
     @classmethod
@@ -30,6 +45,12 @@ class TaskConfig(BaseModel):
     each later block, the verifier ("math" or "exact"), the system prompt, the malformed policy,
     and an optional abstention answer.
 
+    solution_format: "tags" (every block is tagged fields, e.g. <reasoning>..</reasoning>
+    <answer>..</answer>) or "boxed": the first block is free text, without tags, whose answer is its
+    last \\boxed{...} (the format of most math RL outputs); it runs up to the first tag of the
+    second block (or to the end of the text for a one-block task), and it is malformed when it
+    holds no \\boxed{}. The first block then has no fields; later blocks are tagged as usual.
+
     abstain: an answer that declines to solve (e.g. "unknown"). It is well-formed and never correct
     (outcome 0, the worst solution reward, and a confidence block scored against c = 0), so
     refusing with confidence 0 is a legal completion: the state a scalar reward with a log-score
@@ -43,6 +64,7 @@ class TaskConfig(BaseModel):
     system_prompt: str = ""
     malformed: Literal["partial", "all_worst"] = "partial"
     abstain: str | None = None
+    solution_format: Literal["tags", "boxed"] = "tags"
 
     @field_validator("abstain")
     @classmethod
@@ -63,5 +85,20 @@ class TaskConfig(BaseModel):
     def _one_outcome_per_later_block(self):
         if len(self.outcomes) != len(self.blocks) - 1:
             raise ValueError(f"outcomes: need one per later block ({len(self.blocks) - 1}), got {len(self.outcomes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _fields_fit_the_format(self):
+        for k, block in enumerate(self.blocks):
+            untagged = k == 0 and self.solution_format == "boxed"
+            if untagged and block.fields:
+                raise ValueError(f"blocks.0.fields: the first block of a task with solution_format boxed is untagged "
+                                 f"text (its answer is the last \\boxed{{}}): give it no fields, got {list(block.fields)}")
+            if not untagged and not block.fields:
+                raise ValueError(f"blocks.{k}.fields: block {block.name!r} needs at least one tagged field "
+                                 "(only the first block of a task with solution_format boxed has none)")
+        names = [b.name for b in self.blocks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"blocks: block names must be unique, got {names}")
         return self
 

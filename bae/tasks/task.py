@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Sequence
 
-from bae.blocks import BlockSchema, Split
+from bae.blocks import Block, BlockSchema, Split
 from bae.rewards import parse_confidence
+from bae.tasks.answers import last_boxed
 from bae.verify import VERIFIERS
 from bae.tasks.registry import BLOCK_REWARDS, OUTCOMES, Context
 from bae.tasks.schema import TaskConfig
@@ -41,6 +42,41 @@ class Score:
 
 
 
+class BoxedSchema:
+    """The block schema of a task with solution_format "boxed": the first block is untagged text
+    whose one field, "answer", is its last \\boxed{...}; it ends where the first tag of the second
+    block begins (the end of the text when there is none, or no second block). The later blocks
+    are a BlockSchema of tagged fields, split as usual. The first block is malformed (and with it
+    the whole completion) when it holds no \\boxed{}. Same interface as BlockSchema (names,
+    blocks, len, split); `blocks[0]` lists "answer" as its field, read from the box, not a tag."""
+
+    def __init__(self, first: str, later: BlockSchema | None):
+        self.first, self.later = first, later
+        self.blocks = (Block(first, ("answer",)),) + (later.blocks if later else ())
+        self._opening = f"<{later.blocks[0].fields[0]}>" if later else None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.blocks)
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def split(self, text: str) -> Split:
+        n, k_all = len(text), len(self.blocks)
+        cut = text.find(self._opening) if self._opening else -1
+        cut = n if cut == -1 else cut
+        answer = last_boxed(text[:cut])
+        if answer is None:  # no box: the first block is incomplete and owns the whole text
+            return Split(((0, n),) + ((n, n),) * (k_all - 1), 0, (), k_all)
+        fields: tuple[dict[str, str], ...] = ({"answer": answer.strip()},)
+        if self.later is None:
+            return Split(((0, n),), 1, fields, 1)
+        rest = self.later.split(text[cut:])
+        spans = ((0, cut),) + tuple((cut + a, cut + b) for a, b in rest.spans)
+        return Split(spans, 1 + rest.complete, fields + rest.fields, k_all)
+
+
 class Task:
     """A prompt format + block schema + one reward per block + one outcome per later block."""
 
@@ -48,7 +84,12 @@ class Task:
         self.config = config
         self.name = config.name
         self.system_prompt = config.system_prompt
-        self.schema = BlockSchema.of(**{b.name: b.fields for b in config.blocks})
+        if config.solution_format == "boxed":
+            later = config.blocks[1:]
+            self.schema = BoxedSchema(config.blocks[0].name, BlockSchema.of(**{b.name: b.fields for b in later})
+                                      if later else None)
+        else:
+            self.schema = BlockSchema.of(**{b.name: b.fields for b in config.blocks})
         self.rewards = tuple(BLOCK_REWARDS[b.reward] for b in config.blocks)
         self.outcomes = tuple(OUTCOMES[o] for o in config.outcomes)
         self.verify = VERIFIERS[config.verifier]
@@ -63,6 +104,19 @@ class Task:
     @property
     def num_blocks(self) -> int:
         return len(self.schema)
+
+    @property
+    def states_confidence(self) -> bool:
+        """Whether a completion of this task states a confidence (a block has a confidence field)."""
+        return any("confidence" in b.fields for b in self.config.blocks)
+
+    @property
+    def format_hint(self) -> str:
+        """The completion format in a few characters, for messages about malformed outputs."""
+        tagged = "".join(f"<{f}>..</{f}>" for b in self.config.blocks for f in b.fields)
+        if self.config.solution_format == "boxed":
+            return "free text with a final \\boxed{..}" + (f", then {tagged}" if tagged else "")
+        return tagged
 
     @cached_property
     def worst_rewards(self) -> tuple[float, ...]:
