@@ -54,11 +54,6 @@ def bce_reward(q: float, c: float, eps: float = BCE_EPS) -> float:
     return c * math.log(q) + (1.0 - c) * math.log(1.0 - q)
 
 
-def rlcr_reward(q: float, c: float) -> float:
-    """The RLCR scalar reward c - (q - c)^2 (correctness plus Brier); in [-1, 1]."""
-    return c - (q - c) ** 2
-
-
 def two_attempt_reward(correct: bool, answer: str | None, previous: str | None, same) -> float:
     """Shaped reward of the second attempt (paper Appendix C):
     1 if correct; 0.1 if wrong but a different answer from the first attempt; 0 if wrong and the

@@ -11,7 +11,6 @@ from bae.rewards import (
     brier_reward,
     exact_match,
     parse_confidence,
-    rlcr_reward,
     two_attempt_reward,
 )
 
@@ -39,7 +38,6 @@ def test_parse_confidence(text, expected):
 @pytest.mark.parametrize("c", [0.0, 1.0])
 def test_scoring_rules(q, c):
     assert brier_reward(q, c) == pytest.approx(-((q - c) ** 2))
-    assert rlcr_reward(q, c) == pytest.approx(c - (q - c) ** 2)
     eps = rewards.BCE_EPS
     qc = min(max(q, eps), 1 - eps)
     assert bce_reward(q, c) == pytest.approx(c * math.log(qc) + (1 - c) * math.log(1 - qc))

@@ -22,8 +22,6 @@ tests check it), and gives the tiny model the same offset behaviour as real Qwen
 
 from __future__ import annotations
 
-from bae.io import save_pretrained_dir
-
 import os
 from pathlib import Path
 
@@ -36,6 +34,8 @@ from transformers import (
     Qwen2Config,
     Qwen2ForCausalLM,
 )
+
+from bae.io import save_pretrained_dir
 
 # Special tokens: skipped by decode(skip_special_tokens=True). The pad token is distinct from EOS.
 PAD_TOKEN = "<|pad|>"

@@ -64,8 +64,6 @@ temporary folder beside ``out_dir``, then renamed into place).
 
 from __future__ import annotations
 
-from bae.io import save_pretrained_dir
-
 import json
 import math
 import os
@@ -77,6 +75,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bae import tasks
+from bae.io import save_pretrained_dir
 from bae.tasks import arithmetic
 
 RECORD = "warmstart.json"  # beside the weights: the config (system prompt included) and TRL's train metrics

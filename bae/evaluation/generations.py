@@ -37,13 +37,13 @@ Any malformed line raises ``InputError`` whose message is "PATH:LINE: what is wr
 
 from __future__ import annotations
 
-from bae.io import atomic_write_text, json_lines  # noqa: F401  (atomic_write_text: re-exported)
-
 import json
 import math
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from bae.io import atomic_write_text, json_lines  # noqa: F401  (atomic_write_text: re-exported)
 
 CONFIDENCE_TRANSFORMS = ("none", "sigmoid", "percent")
 """How a generations row's ``confidence`` becomes a probability: "none" (it is one, in [0, 1]),

@@ -39,16 +39,16 @@ its first row has. A line that is not a JSON object is an error naming the file 
 
 from __future__ import annotations
 
-from bae.evaluation.generations import prompt_fields, read_records
-from bae.io import json_lines
-from bae.tasks.answers import last_boxed  # noqa: F401  (re-exported: where it used to live)
-
 import json
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
+
+from bae.evaluation.generations import prompt_fields, read_records
+from bae.io import atomic_path, json_lines
+from bae.tasks.answers import last_boxed  # noqa: F401  (re-exported: where it used to live)
 
 __all__ = ["DataError", "SourceSpec", "SourceStats", "PrepareSummary", "load_hub", "parse_source", "prepare",
            "read_source", "last_boxed", "strip_dapo_prompt", "to_verl_parquet"]
@@ -299,8 +299,6 @@ def to_verl_parquet(rows: str | Path | Iterable[dict], out: str | Path, *, task:
     and bae_task_options when given (a parquet struct, which verl hands back as a dict)}.
     Written atomically (a temporary file, then rename). Returns the number of rows.
     """
-    import os
-    import tempfile
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -319,14 +317,6 @@ def to_verl_parquet(rows: str | Path | Iterable[dict], out: str | Path, *, task:
                         "reward_model": {"style": "rule", "ground_truth": str(r["answer"])}, "extra_info": extra})
     if not records:
         raise DataError("no rows to write")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pylist(records), tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return len(records)
