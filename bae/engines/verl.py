@@ -56,6 +56,9 @@ PREFIX = "bae_"
 REWARD_KEY = "bae_reward_{}"  # reward of block k, float
 OUTCOME_KEY = "bae_outcome_{}"  # outcome of the prefix before block k (k >= 1), int
 START_KEY = "bae_start_{}"  # index of block k's first response token (k >= 1), int; T if it has none
+ANSWER_KEY = "bae_answer_{}"  # tasks with a group-level outcome (answer_class) only: the answer that the
+#                               outcome of block k is about (k >= 1), str, "" for none
+TASK_KEY = "bae_task"  # with ANSWER_KEY: the task's config as JSON (system prompt left out), to assign the classes
 DEFAULT_AGGREGATION = "seq-mean-token-mean"
 TRAINER_MODES = ("sync", "colocate_async", "separate_async")
 ESTIMATORS: dict[str, str] = {}  # verl estimator name -> bae baseline name
@@ -85,7 +88,11 @@ def score_response(task: bae_tasks.Task, tokenizer: Any, response_ids: Sequence[
     the bae estimators read the per-block values instead."""
     (score,), (ids,) = score_completions(task, tokenizer, [list(response_ids)], [gold])
     starts = block_starts(ids, task.num_blocks)
-    return {"reward_score": float(sum(score.rewards)), "reward_extra_info": block_extra_info(score, starts)}
+    info = block_extra_info(score, starts)
+    if task.group_outcome_columns:  # answer_class: the classes need the group, assigned in scored_batch
+        info.update({ANSWER_KEY.format(k): score.prefix_answers[k] or "" for k in task.group_outcome_columns})
+        info[TASK_KEY] = task.config.model_copy(update={"system_prompt": ""}).model_dump_json()
+    return {"reward_score": float(sum(score.rewards)), "reward_extra_info": info}
 
 
 class BAERewardManager(RewardManagerBase):
@@ -149,9 +156,28 @@ def scored_batch(infos: Sequence[Mapping[str, Any]], uids: Any = None) -> Scored
             raise ValueError(f"row {i} has a different number of blocks than row 0 ({k}): one block layout per run")
         flags[i] = [bool(info.get("acc", 0.0)), bool(info.get("bae_malformed", 0)), bool(info.get("bae_abstained", 0))]
         confidence[i] = float(info.get("bae_confidence", np.nan))
-    return ScoredBatch(rewards=rewards, outcomes=outcomes, groups=np.asarray(uids if uids is not None else np.arange(n), dtype=object),
-                       correct=flags[:, 0], confidence=confidence, malformed=flags[:, 1], abstained=flags[:, 2],
-                       block_names=tuple(f"block{j + 1}" for j in range(k)), block_starts=starts)
+    batch = ScoredBatch(rewards=rewards, outcomes=outcomes, groups=np.asarray(uids if uids is not None else np.arange(n), dtype=object),
+                        correct=flags[:, 0], confidence=confidence, malformed=flags[:, 1], abstained=flags[:, 2],
+                        block_names=tuple(f"block{j + 1}" for j in range(k)), block_starts=starts)
+    if n and TASK_KEY in infos[0]:  # a group-level outcome (answer_class): assign it over the uids' groups
+        answers = np.full((n, k), None, dtype=object)
+        for i, info in enumerate(infos):
+            for j in range(1, k):
+                answers[i, j] = str(info.get(ANSWER_KEY.format(j), "")) or None
+        batch = batch.with_fields(answers=answers).with_group_outcomes(_recorded_task(str(infos[0][TASK_KEY])))
+    return batch
+
+
+_RECORDED_TASKS: dict[str, bae_tasks.Task] = {}
+
+
+def _recorded_task(config_json: str) -> bae_tasks.Task:
+    """The Task of a TASK_KEY record (cached: one per run)."""
+    if config_json not in _RECORDED_TASKS:
+        import json
+
+        _RECORDED_TASKS[config_json] = bae_tasks.from_config(json.loads(config_json))
+    return _RECORDED_TASKS[config_json]
 
 
 def scored_batch_from_columns(columns: Mapping[str, Any], uids: Any = None) -> ScoredBatch:
