@@ -20,6 +20,8 @@ RULES = {
     "rmse_exact": "sqrt(max(MSE - mean(s^2/M), 0)): the RMSE against the exact advantage, MC noise removed",
     "strata": "rows are reported by the correctness of the prefix's answer (correct / incorrect / malformed), "
               "whatever outcome the estimators stratify by",
+    "small_strata": "summary 'small_strata': the well-formed rows whose stratum under the task's outcome has 1 or 2 "
+                    "members in its group (metrics.json only)",
     "outcome_strata": "name@s: the baseline `name` with its strata taken from outcome s instead of the task's "
                       "(answer_class: verifier-equivalence classes of the answers within each group, no gold)",
 }

@@ -213,8 +213,11 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
                 singletons_by[oname][sname] = float((osizes[mask[idx]] == 1).mean()) if mask[idx].any() else math.nan
         summary_all = summarize_errors(errs, prompt_ids[idx], None, mc_noise=mc_noise[idx],
                                        bootstrap=config.bootstrap, seed=config.seed)
+        small = summarize_errors(errs, prompt_ids[idx], (sizes <= 2) & ~strata["malformed"][idx], mc_noise=mc_noise[idx],
+                                 bootstrap=config.bootstrap, seed=config.seed)
         for name in errs:
             per[name]["all"] = summary_all[name]
+            per[name]["small_strata"] = small[name]
         # block 1: every estimator uses the group mean
         a1_hat = blockwise_advantages(rewards[idx], prompt_ids[idx] * gmax + replicate[idx], outcomes[idx],
                                       baseline="group_mean")[:, 0]
