@@ -157,6 +157,90 @@ def ocb_shrink(r, group, outcome, *, shrink: float = 1.0):
     return lam * (s_sums / s_counts) + (1.0 - lam) * group_mean(r, group, outcome)
 
 
+EB_POOLS = ("others", "batch")
+
+
+def _check_eb(pool: str = "others") -> None:
+    if pool not in EB_POOLS:
+        raise ValueError(f"ocb_eb: pool must be one of {EB_POOLS}, got {pool!r}")
+
+
+def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str = "others") -> np.ndarray:
+    """[N] the empirical-Bayes weight lam_i of ocb_eb (see there): lam = tau2 n_s / (tau2 n_s + sigma2),
+    with sigma2 (within-stratum noise) and tau2 (between-strata variance) pooled over the batch's
+    groups ("batch") or over every group but the row's own ("others"); 1 where they cannot be estimated
+    or sigma2 = 0."""
+    _check_eb(pool)
+    n = len(r)
+    if n == 0:
+        return np.zeros(0)
+    num_g = int(group.max()) + 1
+    ids, _ = strata(group, outcome)
+    num_s = int(ids.max()) + 1
+    s_group = np.zeros(num_s, np.int64)
+    s_group[ids] = group  # the group of each stratum
+    s_n = np.bincount(ids, minlength=num_s).astype(np.float64)  # [S] n_s
+    s_mean = np.bincount(ids, weights=r, minlength=num_s) / s_n  # [S]
+    g_n = np.bincount(group, minlength=num_g).astype(np.float64)  # [G] n_g
+    g_mean = np.bincount(group, weights=r, minlength=num_g) / g_n  # [G]
+    # per group: within SS and df, between SS and df, and the tau2 coefficient D_g = n_g - sum_s n_s^2 / n_g
+    ssw = np.bincount(group, weights=(r - s_mean[ids]) ** 2, minlength=num_g)
+    dfw = g_n - np.bincount(s_group, minlength=num_g)
+    ssb = np.bincount(s_group, weights=s_n * (s_mean - g_mean[s_group]) ** 2, minlength=num_g)
+    dfb = np.bincount(s_group, minlength=num_g) - 1.0
+    d = g_n - np.bincount(s_group, weights=s_n * s_n, minlength=num_g) / g_n
+    mixed = (dfb > 0).astype(np.float64)  # groups of two strata or more: the only ones with d > 0
+    parts = np.stack([ssw, dfw, ssb, dfb, d, mixed])  # [6, G]
+    total = parts.sum(axis=1, keepdims=True)  # [6, 1]
+    pooled = total - parts if pool == "others" else np.broadcast_to(total, parts.shape)  # [6, G]
+    ssw_p, dfw_p, ssb_p, dfb_p, d_p, mixed_p = np.maximum(pooled, 0.0)  # rounding in total - own: never < 0
+    # dfw_p and mixed_p are counts (exact in float64): 0 exactly when the pool has no such stratum / group
+    sigma2 = np.where(dfw_p > 0, ssw_p / np.maximum(dfw_p, 1.0), np.nan)  # [G]
+    tau2 = np.where(mixed_p > 0, np.maximum(ssb_p - sigma2 * dfb_p, 0.0) / np.where(mixed_p > 0, d_p, 1.0), np.nan)  # [G]
+    sig, tau, ns = sigma2[group], tau2[group], s_n[ids]  # [N]
+    known = np.isfinite(sig) & np.isfinite(tau) & (sig > 0)
+    return np.where(known, tau * ns / np.where(known, tau * ns + sig, 1.0), 1.0)
+
+
+@register_baseline("ocb_eb", needs_outcomes=True, check=_check_eb)
+def ocb_eb(r, group, outcome, *, pool: str = "others"):
+    """OCB shrunk toward the group mean by a strength estimated from the batch (empirical Bayes):
+
+        b_i = lam_i * m_S(i) + (1 - lam_i) * m_g(i),    lam_i = tau2 |S(i)| / (tau2 |S(i)| + sigma2),
+
+    i.e. ocb_shrink with shrink = sigma2 / tau2, the posterior mean of the stratum's value in the
+    one-way random-effects model r_j = mu_g + delta_s + eps_j, delta_s ~ (0, tau2) the stratum's
+    offset from its group, eps_j ~ (0, sigma2) the noise within a stratum. Both variances are the
+    ANOVA (method-of-moments) estimates of an unbalanced design, pooled over groups:
+
+        sigma2 = sum_g SSW_g / sum_g (n_g - S_g),    SSW_g = sum_{j in g} (r_j - m_S(j))^2
+        tau2   = max(0, sum_g SSB_g - sigma2 sum_g (S_g - 1)) / sum_g (n_g - sum_{s in g} n_s^2 / n_g),
+                 SSB_g = sum_{s in g} n_s (m_s - m_g)^2
+
+    (S_g strata in group g; E[SSB_g] = (S_g - 1) sigma2 + tau2 (n_g - sum n_s^2 / n_g)). The sums run
+    over every group of the batch except the row's own (pool="others", the default) or over all of
+    them (pool="batch").
+
+    Why "others": then lam_i does not depend on the rewards of i's group at all (other groups are
+    other prompts, sampled independently), so b_i is a fixed linear function of its group's rewards
+    whose weight on r_i is lam/|S(i)| + (1 - lam)/n_g <= 1/|S(i)|, OCB's own. The expected policy
+    gradient of sample i is then scaled by 1 - that weight (>= OCB's 1 - 1/|S(i)|, which is 0 for a
+    stratum of one) and not otherwise biased: a valid baseline in the sense OCB is. With "batch" the
+    weight also moves with r_i, by O(1 / number of groups).
+
+    Limits: sigma2 = 0 (no noise within any stratum: the stratum means are exact) gives lam = 1,
+    plain OCB; tau2 = 0 (the strata means spread no more than noise would make them) gives lam = 0,
+    the group mean; lam -> 1 as tau2 / sigma2 -> inf. Where the pooled groups cannot estimate the
+    ratio (no stratum of two or more: no sigma2; no group of two strata or more: no tau2; a batch of
+    one group under "others") lam = 1, OCB. A stratum that is the whole group is unchanged (m_S = m_g),
+    a group of one gets A = 0, N = 0 gives [].
+    """
+    lam = eb_weights(r, group, outcome, pool)
+    ids, _ = strata(group, outcome)
+    s_sums, s_counts = _segment_mean(r, ids, int(ids.max(initial=-1)) + 1)
+    return lam * (s_sums / np.maximum(s_counts, 1)) + (1.0 - lam) * group_mean(r, group, outcome) if len(r) else np.zeros(0)
+
+
 def _group_std(r: np.ndarray, group: np.ndarray) -> np.ndarray:
     """Unbiased standard deviation (ddof=1, as torch.std in TRL and verl) of r within each group,
     broadcast to rows; a group of one has std 0."""

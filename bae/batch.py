@@ -33,6 +33,15 @@ def score_completions(task: Any, tokenizer: Any, completion_ids: Sequence[Sequen
     return scores, [token_block_ids(s.partition, offsets) for s, (_, offsets) in zip(scores, decoded)]
 
 
+def _answers(scores: Sequence[Any], k: int) -> np.ndarray:
+    """[N, K] object array of the scores' prefix answers (None where a score records none)."""
+    out = np.full((len(scores), k), None, dtype=object)
+    for i, s in enumerate(scores):
+        row = getattr(s, "prefix_answers", ())
+        out[i, : len(row)] = row
+    return out
+
+
 FIELDS = ("rewards", "outcomes", "correct", "confidence", "malformed", "abstained")
 """The per-row arrays of a ScoredBatch (what an engine gathers across processes)."""
 
@@ -63,6 +72,9 @@ class ScoredBatch:
     way to give the tokens' blocks (see token_block_ids)."""
     states_confidence: bool = True
     """Whether the task has a confidence to state (else no calibration figure is logged)."""
+    answers: Any = None
+    """[N, K] object: Score.prefix_answers of each row (column k: the answer the outcome of column
+    k is about, None where none), or None; what group-level outcomes (answer_class) are built from."""
 
     @classmethod
     def from_scores(cls, scores: Sequence[Any], groups: Any, block_names: Sequence[str], block_ids: Any = None,
@@ -78,6 +90,7 @@ class ScoredBatch:
             malformed=np.array([s.malformed for s in scores], dtype=bool),
             abstained=np.array([s.abstained for s in scores], dtype=bool),
             block_names=tuple(block_names), block_ids=block_ids, states_confidence=states_confidence,
+            answers=_answers(scores, k),
         )
 
     def __len__(self) -> int:
@@ -85,6 +98,14 @@ class ScoredBatch:
 
     def with_fields(self, **fields: Any) -> "ScoredBatch":
         return replace(self, **fields)
+
+    def with_group_outcomes(self, task: Any) -> "ScoredBatch":
+        """This batch with the outcome columns of `task`'s group-level outcomes (answer_class)
+        assigned over this batch's groups (bae.tasks.Task.group_outcomes, from `answers`); the
+        batch itself when the task has none. Call it once `groups` holds the prompts."""
+        if not task.group_outcome_columns:
+            return self
+        return replace(self, outcomes=task.group_outcomes(self.outcomes, self.answers, self.groups))
 
     def token_block_ids(self, mask: Any):
         """[N, T] block id of each token, -1 where `mask` [N, T] is 0: from block_starts (rows

@@ -290,6 +290,8 @@ def fidelity(
     bootstrap: int = typer.Option(1000, help="bootstrap resamples over prompts (RMSE standard errors)"),
     batch_size: int = typer.Option(512, help="sequences per generate call"),
     out_dir: str = typer.Option("runs/fidelity", help="report folder"),
+    outcome_strata: str = typer.Option("answer_class", help="comma-separated other outcomes to stratify by: each "
+                                       "ocb* baseline is also reported as <baseline>@<outcome> ('' for none)"),
 ) -> None:
     """Fidelity of every advantage estimator against Monte-Carlo reference advantages (paper Sec. 5.1):
     RMSE and bias per stratum (correct / incorrect / malformed prefix) and over group sizes; report in OUT_DIR."""
@@ -310,7 +312,8 @@ def fidelity(
         config = FidelityConfig(model=model, task=task, task_options=options, data=data, prompts=prompts, group=group,
                                 continuations=continuations, sweep=sizes, temperature=temperature,
                                 max_new_tokens=max_new_tokens, seed=seed, bootstrap=bootstrap,
-                                batch_size=batch_size, out_dir=out_dir)
+                                batch_size=batch_size, out_dir=out_dir,
+                                outcome_strata=tuple(o.strip() for o in outcome_strata.split(",") if o.strip()))
         result = run_fidelity(config)
     except (ValueError, FileNotFoundError) as err:
         raise fail(err) from None

@@ -4,13 +4,51 @@ formulas (Algorithm 1, Eq. 5), plus the properties OCB must have."""
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bae.advantages import BASELINES, blockwise_advantages, register_baseline
+from bae.advantages import BASELINES, blockwise_advantages, eb_weights, ocb_eb, register_baseline
 
 EPS = 1e-6
 
 
-def reference(r, g, o, baseline, scale="none", shrink=1.0, eps=EPS):
+def eb_reference(r, g, o, pool="others"):
+    """ocb_eb's lam_i, member by member: the one-way ANOVA estimates of sigma2 and tau2 from the
+    groups in the pool (every group but i's own, or all), lam = tau2 n_s / (tau2 n_s + sigma2),
+    1 where they are undefined or sigma2 = 0."""
+    n = len(r)
+    lam = np.ones(n)
+    for i in range(n):
+        ssw = dfw = ssb = dfb = d = 0.0
+        mixed = 0
+        for h in sorted(set(g.tolist())):
+            if pool == "others" and h == g[i]:
+                continue
+            members = [j for j in range(n) if g[j] == h]
+            values = sorted({o[j] for j in members})
+            m_g = np.mean([r[j] for j in members])
+            squares = 0.0
+            for v in values:
+                s = [r[j] for j in members if o[j] == v]
+                ssw += sum((x - np.mean(s)) ** 2 for x in s)
+                dfw += len(s) - 1
+                ssb += len(s) * (np.mean(s) - m_g) ** 2
+                squares += len(s) ** 2
+            if len(values) > 1:  # a group of one stratum says nothing about tau2
+                dfb += len(values) - 1
+                d += len(members) - squares / len(members)
+                mixed += 1
+        if dfw == 0 or mixed == 0:
+            continue
+        sigma2 = ssw / dfw
+        tau2 = max(ssb - sigma2 * dfb, 0.0) / d
+        n_s = sum(1 for j in range(n) if g[j] == g[i] and o[j] == o[i])
+        if sigma2 > 0:
+            lam[i] = tau2 * n_s / (tau2 * n_s + sigma2)
+    return lam
+
+
+def reference(r, g, o, baseline, scale="none", shrink=1.0, eps=EPS, pool="others"):
     """A[i, k] = (r_ik - b_ik) / s_ik, computed member by member with Python loops."""
     n, k_all = r.shape
     out = np.zeros((n, k_all))
@@ -32,6 +70,9 @@ def reference(r, g, o, baseline, scale="none", shrink=1.0, eps=EPS):
                 b = np.mean(others) if others else r[i, k]
             elif baseline == "ocb_shrink":
                 lam = len(stratum) / (len(stratum) + shrink)
+                b = lam * np.mean([r[j, k] for j in stratum]) + (1 - lam) * group_mean
+            elif baseline == "ocb_eb":
+                lam = eb_reference(r[:, k], g, o[:, k], pool)[i]
                 b = lam * np.mean([r[j, k] for j in stratum]) + (1 - lam) * group_mean
             a = r[i, k] - b
             if scale == "group":
@@ -55,7 +96,7 @@ def random_batch(seed, k=2, outcome_values=2):
     return r[perm], g[perm], o[perm]
 
 
-@pytest.mark.parametrize("baseline", ["none", "batch_mean", "group_mean", "ocb", "ocb_loo", "ocb_shrink"])
+@pytest.mark.parametrize("baseline", ["none", "batch_mean", "group_mean", "ocb", "ocb_loo", "ocb_shrink", "ocb_eb"])
 @pytest.mark.parametrize("scale", ["none", "group", "batch"])
 @pytest.mark.parametrize("seed", range(8))
 def test_every_estimator_matches_the_direct_formula(baseline, scale, seed):
@@ -131,7 +172,7 @@ def test_group_of_one_and_stratum_of_one():
     r = np.array([[1.0, -0.3], [0.0, -0.5], [1.0, -0.1], [1.0, -0.9]])
     g = np.array([0, 1, 1, 1])  # prompt 0 has one completion
     o = np.array([[0, 1], [0, 0], [0, 1], [0, 1]])  # in group 1, row 1 is alone in its stratum
-    for baseline in ("ocb", "ocb_loo", "ocb_shrink", "group_mean"):
+    for baseline in ("ocb", "ocb_loo", "ocb_shrink", "ocb_eb", "group_mean"):
         a = blockwise_advantages(r, g, o, baseline=baseline)
         assert a[0, 0] == 0.0 and a[0, 1] == 0.0  # a group of one: nothing to compare with
     assert blockwise_advantages(r, g, o, baseline="ocb")[1, 1] == 0.0
@@ -147,7 +188,7 @@ def test_one_stratum_for_the_whole_group_equals_group_mean():
     r, g, _ = random_batch(6)
     o = np.zeros_like(r, dtype=int)
     expected = blockwise_advantages(r, g, o, baseline="group_mean")
-    for baseline in ("ocb", "ocb_shrink"):
+    for baseline in ("ocb", "ocb_shrink", "ocb_eb"):
         np.testing.assert_allclose(blockwise_advantages(r, g, o, baseline=baseline), expected, atol=1e-12)
 
 
@@ -185,6 +226,10 @@ def test_bad_names_and_options_are_clear_errors():
         blockwise_advantages(r, g, o, baseline="ocb", shrink=2.0)
     with pytest.raises(ValueError, match="shrink must be"):
         blockwise_advantages(r, g, o, baseline="ocb_shrink", shrink=-1.0)
+    with pytest.raises(ValueError, match="pool must be"):
+        blockwise_advantages(r, g, o, baseline="ocb_eb", pool="group")
+    with pytest.raises(ValueError, match="unexpected keyword"):
+        blockwise_advantages(r, g, o, baseline="ocb_eb", shrink=1.0)
 
 
 def test_empty_batch():
@@ -225,3 +270,169 @@ def test_every_registered_baseline_has_the_shared_signature():
     for name, fn in BASELINES.items():
         b = np.asarray(fn(r, group, outcome))
         assert b.shape == r.shape and np.all(np.isfinite(b)), name
+
+
+# -- ocb_eb: the stratum mean shrunk toward the group mean by an empirical-Bayes weight ----------
+
+
+@pytest.mark.parametrize("pool", ["others", "batch"])
+@pytest.mark.parametrize("seed", range(12))
+def test_ocb_eb_weights_match_the_anova_formula(pool, seed):
+    """lam_i from the vectorised totals equals the per-row pooled ANOVA estimate, for groups and
+    strata of one, multi-bin outcomes and batches where some pools cannot estimate the ratio."""
+    r, g, o = random_batch(seed, k=2, outcome_values=1 + seed % 4)
+    gid = np.unique(g, return_inverse=True)[1]
+    oid = np.unique(o[:, 1], return_inverse=True)[1]
+    np.testing.assert_allclose(eb_weights(r[:, 1], gid, oid, pool), eb_reference(r[:, 1], g, o[:, 1], pool),
+                               rtol=1e-9, atol=1e-12)
+    got = blockwise_advantages(r, g, o, baseline="ocb_eb", pool=pool)
+    np.testing.assert_allclose(got, reference(r, g, o, "ocb_eb", pool=pool), rtol=1e-9, atol=1e-9)
+
+
+def _two_strata_batch(seed, groups=40, size=8, gap=0.0, noise=1.0):
+    """groups x size rows; outcome 1 with prob 1/2; block-2 reward = gap * outcome + prompt effect + noise."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), size)
+    o = rng.integers(0, 2, len(g))
+    r2 = gap * o + rng.normal(size=groups)[g] + noise * rng.normal(size=len(g))
+    return np.stack([rng.integers(0, 2, len(g)).astype(float), r2], 1), g, np.stack([np.zeros_like(o), o], 1)
+
+
+@pytest.mark.parametrize("pool", ["others", "batch"])
+def test_ocb_eb_is_ocb_without_noise_within_strata(pool):
+    """sigma2 = 0 (every stratum constant, strata different): lam = 1, exactly OCB."""
+    r, g, o = _two_strata_batch(0, gap=1.0, noise=0.0)
+    r[:, 1] = np.round(r[:, 1], 3)
+    assert np.all(eb_weights(r[:, 1], g, o[:, 1], pool) == 1.0)
+    np.testing.assert_allclose(blockwise_advantages(r, g, o, baseline="ocb_eb", pool=pool),
+                               blockwise_advantages(r, g, o, baseline="ocb"), atol=1e-12)
+
+
+def test_ocb_eb_tends_to_ocb_when_strata_differ_much_more_than_noise():
+    """tau2 / sigma2 -> inf: lam -> 1, the advantages -> OCB's (the gap between them shrinks with it)."""
+    gaps = []
+    for gap in (1.0, 10.0, 100.0):
+        r, g, o = _two_strata_batch(1, gap=gap, noise=0.1)
+        gaps.append(np.abs(blockwise_advantages(r, g, o, baseline="ocb_eb")
+                           - blockwise_advantages(r, g, o, baseline="ocb")).max())
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-3
+
+
+@pytest.mark.parametrize("pool", ["others", "batch"])
+def test_ocb_eb_is_group_mean_when_strata_have_equal_means(pool):
+    """Strata whose means spread less than noise would make them (here: within each group, both
+    strata hold the same multiset of rewards, so SSB = 0): tau2 = 0, lam = 0, exactly group_mean,
+    although every stratum's own mean is noisy."""
+    rng = np.random.default_rng(2)
+    half = rng.normal(size=(30, 4))  # [groups, 4] rewards of each stratum (the same in both)
+    r2 = np.concatenate([half, half[:, rng.permutation(4)]], axis=1).reshape(-1)  # [groups * 8]
+    g = np.repeat(np.arange(30), 8)
+    o = np.tile(np.repeat([0, 1], 4), 30)
+    r = np.stack([np.zeros_like(r2), r2], 1)
+    oo = np.stack([np.zeros_like(o), o], 1)
+    assert np.all(eb_weights(r2, g, o, pool) == 0.0)
+    np.testing.assert_allclose(blockwise_advantages(r, g, oo, baseline="ocb_eb", pool=pool),
+                               blockwise_advantages(r, g, oo, baseline="group_mean"), atol=1e-12)
+
+
+def test_ocb_eb_is_group_mean_when_strata_carry_no_signal():
+    """No stratum effect at all (the flat regime): over many batches the weight is small and the
+    advantages sit between group_mean's and OCB's, much nearer group_mean (RMSE to each, summed)."""
+    to_gm = to_ocb = 0.0
+    lams = []
+    for seed in range(20):
+        r, g, o = _two_strata_batch(seed, gap=0.0)
+        lams.append(eb_weights(r[:, 1], g, o[:, 1]).mean())
+        a = blockwise_advantages(r, g, o, baseline="ocb_eb")[:, 1]
+        to_gm += ((a - blockwise_advantages(r, g, o, baseline="group_mean")[:, 1]) ** 2).sum()
+        to_ocb += ((a - blockwise_advantages(r, g, o, baseline="ocb")[:, 1]) ** 2).sum()
+    assert np.mean(lams) < 0.25 and to_gm < to_ocb / 10
+
+
+def test_ocb_eb_weight_grows_with_stratum_size_and_gap():
+    """lam = tau2 n_s / (tau2 n_s + sigma2): larger strata and larger between-strata spread trust
+    the stratum mean more (shrink less)."""
+    r, g, o = _two_strata_batch(3, gap=1.0)
+    lam = eb_weights(r[:, 1], g, o[:, 1])
+    sizes = np.array([np.sum((g == g[i]) & (o[:, 1] == o[i, 1])) for i in range(len(g))])
+    within = g == g[0]  # one group: one lam per stratum size, increasing in it
+    order = np.argsort(sizes[within])
+    assert np.all(np.diff(lam[within][order]) >= -1e-15)
+    r_big, g_big, o_big = _two_strata_batch(3, gap=3.0)
+    assert eb_weights(r_big[:, 1], g_big, o_big[:, 1]).mean() > lam.mean()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ocb_eb_depends_on_its_own_reward_at_most_as_much_as_ocb(seed):
+    """The validity property (pool="others"): lam of group g does not depend on g's rewards, so b_i
+    is linear in them; its weight on r_i is lam/|S(i)| + (1 - lam)/n_g <= 1/|S(i)|, OCB's weight.
+    Checked by moving r_i alone, by a large amount, and reading the change of b_i."""
+    r, g, o = random_batch(seed, k=2, outcome_values=2 + seed % 2)
+    gid = np.unique(g, return_inverse=True)[1]
+    oid = np.unique(o[:, 1], return_inverse=True)[1]
+    base = ocb_eb(r[:, 1], gid, oid)
+    lam = eb_weights(r[:, 1], gid, oid)
+    for i in range(len(g)):
+        moved = r[:, 1].copy()
+        moved[i] += 50.0
+        b = ocb_eb(moved, gid, oid)
+        same_group = gid == gid[i]
+        np.testing.assert_allclose(eb_weights(moved, gid, oid)[same_group], lam[same_group], atol=1e-12)
+        n_s = np.sum(same_group & (oid == oid[i]))
+        n_g = np.sum(same_group)
+        w = (b[i] - base[i]) / 50.0
+        assert w == pytest.approx(lam[i] / n_s + (1 - lam[i]) / n_g, abs=1e-9)
+        assert w <= 1.0 / n_s + 1e-12  # OCB's self-weight
+
+
+def test_ocb_eb_pooled_over_the_whole_batch_moves_with_its_own_reward():
+    """Under pool="batch" the weight of i's group does move with r_i (by little, O(1 / groups)):
+    the exact property above holds for the default pool only."""
+    r, g, o = _two_strata_batch(4, gap=1.0)
+    moved = r[:, 1].copy()
+    moved[0] += 1.0
+    own = g == g[0]
+    before, after = eb_weights(r[:, 1], g, o[:, 1], "batch"), eb_weights(moved, g, o[:, 1], "batch")
+    assert 0 < before[0] < 1 and 0 < np.abs(after[own] - before[own]).max() < 0.05
+
+
+def test_ocb_eb_edge_cases():
+    """N = 0; a batch of one group (pool="others" has nothing to pool: OCB); all strata of one
+    (no sigma2: OCB); a group of one gets 0."""
+    assert ocb_eb(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0,)
+    r = np.array([0.1, 0.5, -0.3, 0.9, 0.2])
+    one_group = np.zeros(5, np.int64)
+    o = np.array([0, 0, 1, 1, 1])
+    np.testing.assert_allclose(ocb_eb(r, one_group, o), BASELINES["ocb"](r, one_group, o))
+    assert not np.allclose(ocb_eb(r, one_group, o, pool="batch"), BASELINES["ocb"](r, one_group, o))
+    singletons = np.arange(5) % 2  # two groups, every stratum of one
+    g = np.array([0, 0, 1, 1, 1])
+    o = np.array([0, 1, 0, 1, 2])
+    np.testing.assert_allclose(ocb_eb(r, g, o), r)  # = OCB: A = 0
+    a = blockwise_advantages(np.stack([r, r], 1), np.array([0, 1, 1, 1, 1]), np.stack([singletons, singletons], 1),
+                             baseline="ocb_eb")
+    assert a[0, 0] == 0.0 and a[0, 1] == 0.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 9), min_size=1, max_size=6),
+    values=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+    pool=st.sampled_from(["others", "batch"]),
+)
+def test_ocb_eb_properties_on_any_batch(sizes, values, seed, pool):
+    """For any batch: lam in [0, 1] and constant on a stratum; b_i between the stratum mean and the
+    group mean; the loop reference agrees; shifting every reward by a constant shifts b by it."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    o = rng.integers(0, values, len(g))
+    r = np.round(rng.normal(size=len(g)) * rng.uniform(0.01, 5), 4)
+    lam = eb_weights(r, g, o, pool)
+    assert np.all((lam >= 0) & (lam <= 1))
+    np.testing.assert_allclose(lam, eb_reference(r, g, o, pool), rtol=1e-9, atol=1e-12)
+    b = ocb_eb(r, g, o, pool=pool)
+    m_s = BASELINES["ocb"](r, g, o)
+    m_g = BASELINES["group_mean"](r, g, o)
+    assert np.all(b >= np.minimum(m_s, m_g) - 1e-9) and np.all(b <= np.maximum(m_s, m_g) + 1e-9)
+    np.testing.assert_allclose(ocb_eb(r + 3.0, g, o, pool=pool), b + 3.0, atol=1e-9)

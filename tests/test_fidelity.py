@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from bae.advantages import BASELINES
+from bae.advantages import BASELINES, NEEDS_OUTCOMES
 from bae.tasks import MALFORMED_OUTCOME
 from bae.fidelity import (
     STRATA,
@@ -201,7 +201,9 @@ def test_pipeline_on_tiny_policy(warm_policy, tmp_path):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["groups"]) == {"2", "4"}
-    assert set(metrics["groups"]["4"]["estimators"]) == set(BASELINES)
+    by_class = {f"{b}@answer_class" for b in NEEDS_OUTCOMES}  # the default outcome_strata
+    assert set(metrics["groups"]["4"]["estimators"]) == set(BASELINES) | by_class
+    assert metrics["setup"]["outcome_strata"] == ["answer_class"] and "@answer_class" in (out / "report.md").read_text()
     assert metrics["setup"]["system_prompt"] == ""  # the warm start's record
     report = (out / "report.md").read_text()
     assert "## Block 2 at G = 4" in report and "Command: `bae fidelity --model " in report
@@ -228,6 +230,37 @@ def test_pipeline_on_tiny_policy(warm_policy, tmp_path):
     for other in rows:
         if other["prefix"] is None:
             assert other["a_mc"] == 0.0 and other["mc_value"] == other["rewards"][1]
+    # the answer classes recorded per sample are those of each prompt's completions
+    for p in range(2):
+        mine = [r for r in rows if r["prompt_id"] == rows[0]["prompt_id"]] if p == 0 else \
+            [r for r in rows if r["prompt_id"] != rows[0]["prompt_id"]]
+        scores = [task.score(r["completion"], r["gold"]) for r in mine]
+        classes = tasks.answer_classes([s.prefix_answers[1] for s in scores], [0] * len(mine), task.equivalent,
+                                       malformed=[s.outcomes[1] == MALFORMED_OUTCOME for s in scores])
+        assert [r["outcomes@answer_class"][1] for r in mine] == classes.tolist()
+
+
+def test_stratified_outcomes_and_reporting_by_correctness():
+    """stratified_outcomes scores the samples under another outcome (answer classes assigned per
+    group, no gold); with a task whose own outcome is answer_class, the rows are still reported by
+    the correctness of the prefix (the "correct" stratification)."""
+    from bae import tasks
+    from bae.fidelity.montecarlo import stratified_outcomes
+
+    text = "<reasoning>w</reasoning><answer>{}</answer><analysis>a</analysis><confidence>0.5</confidence>"
+    samples = [{"completion": text.format(a), "gold": "7"} for a in ("7", "8", "08", "9")]
+    samples += [{"completion": "<reasoning>cut", "gold": "7"}, {"completion": text.format("7"), "gold": "3"}]
+    groups = np.array([0, 0, 0, 0, 0, 1])
+    task = tasks.get("arithmetic")
+    np.testing.assert_array_equal(stratified_outcomes(task, "answer_class", samples, groups)[:, 1],
+                                  [0, 1, 1, 2, MALFORMED_OUTCOME, 0])
+    np.testing.assert_array_equal(stratified_outcomes(task, "correct", samples, groups)[:, 1],
+                                  [1, 0, 0, 0, MALFORMED_OUTCOME, 0])
+    own = tasks.get("arithmetic", outcome="answer_class")
+    np.testing.assert_array_equal(stratified_outcomes(own, "correct", samples, groups)[:, 1],
+                                  [1, 0, 0, 0, MALFORMED_OUTCOME, 0])
+    with pytest.raises(ValueError, match="outcome_strata"):
+        FidelityConfig(outcome_strata=("answer_clas",))
 
 
 def test_malformed_prefixes_are_a_stratum_of_their_own():

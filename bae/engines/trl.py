@@ -371,11 +371,16 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
         fields = {name: torch.as_tensor(np.asarray(getattr(local, name), dtype=np.float64), device=device)
                   for name in FIELDS}  # float64 holds every field exactly (0/1 flags, small ints, NaN)
         every = {name: t.cpu().numpy() for name, t in self.accelerator.gather(fields).items()}
+        answers = local.answers  # text: gathered as objects, only when a group-level outcome needs them
+        if self.task.group_outcome_columns and self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            answers = np.array(gather_object([list(row) for row in local.answers]), dtype=object)
         return local.with_fields(
             rewards=every["rewards"], outcomes=every["outcomes"].astype(np.int64),
             correct=every["correct"].astype(bool), confidence=every["confidence"],
             malformed=every["malformed"].astype(bool), abstained=every["abstained"].astype(bool),
-            groups=np.zeros(len(every["rewards"]), np.int64))
+            groups=np.zeros(len(every["rewards"]), np.int64), answers=answers)
 
     def _generate_single_turn(self, *args, **kwargs):
         # TRL's continuous-batching generation ends with model.train(); keep the step's mode
@@ -399,6 +404,7 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
         n = len(batch)
         g = self.num_generations if mode == "train" else self.num_generations_eval
         batch = batch.with_fields(groups=np.arange(n) // g)  # groups are g consecutive completions
+        batch = batch.with_group_outcomes(self.task)  # answer_class outcomes: classes within each group
 
         ids = batch.token_block_ids((out["completion_mask"] * out.get("tool_mask", 1)).cpu())  # [B, C], -1 padding
 

@@ -77,6 +77,9 @@ BLOCKS_KEY = "bae_blocks"  # the task's block names, comma-joined, str (the metr
 STATES_CONFIDENCE_KEY = "bae_states_confidence"  # 1 if the task has a confidence to state, int
 ABSTAIN_KEY = "bae_has_abstain"  # 1 if the task has an abstention answer (bae/abstain_rate is logged), int
 ERROR_KEY = "bae_error"  # set instead of the block keys when scoring the response raised, str
+ANSWER_KEY = "bae_answer_{}"  # tasks with a group-level outcome (answer_class) only: the answer that the
+#                               outcome of block k is about (k >= 1), str, "" for none
+TASK_KEY = "bae_task"  # with ANSWER_KEY: the task's config as JSON (system prompt left out), to assign the classes
 DEFAULT_AGGREGATION = "seq-mean-token-mean"
 TRAINER_MODES = ("sync", "colocate_async", "separate_async")
 ESTIMATORS: dict[str, str] = {}  # verl estimator name -> bae baseline name
@@ -117,7 +120,11 @@ def score_response(task: bae_tasks.Task, tokenizer: Any, response_ids: Sequence[
     the bae estimators read the per-block values instead."""
     (score,), (ids,) = score_completions(task, tokenizer, [list(response_ids)], [gold])
     starts = block_starts(ids, task.num_blocks)
-    return {"reward_score": float(sum(score.rewards)), "reward_extra_info": block_extra_info(score, starts, task)}
+    info = block_extra_info(score, starts, task)
+    if task.group_outcome_columns:  # answer_class: the classes need the group, assigned in scored_batch
+        info.update({ANSWER_KEY.format(k): score.prefix_answers[k] or "" for k in task.group_outcome_columns})
+        info[TASK_KEY] = task.config.model_copy(update={"system_prompt": ""}).model_dump_json()
+    return {"reward_score": float(sum(score.rewards)), "reward_extra_info": info}
 
 
 def failed_score(err: BaseException, data_source: Any = None) -> dict[str, Any]:
@@ -228,9 +235,16 @@ def scored_batch(infos: Sequence[Mapping[str, Any]], uids: Any = None) -> Scored
     block_names = tuple(str(names).split(",")) if names is not None else tuple(f"block{j + 1}" for j in range(k))
     if len(block_names) != k:
         raise ValueError(f"bae: {BLOCKS_KEY}={names!r} names {len(block_names)} blocks, the rows have {k}")
-    return ScoredBatch(rewards=rewards, outcomes=outcomes, groups=np.asarray(uids if uids is not None else np.arange(n), dtype=object),
-                       correct=flags[:, 0], confidence=confidence, malformed=flags[:, 1], abstained=flags[:, 2],
-                       block_names=block_names, block_starts=starts, states_confidence=bool(states_confidence))
+    batch = ScoredBatch(rewards=rewards, outcomes=outcomes, groups=np.asarray(uids if uids is not None else np.arange(n), dtype=object),
+                        correct=flags[:, 0], confidence=confidence, malformed=flags[:, 1], abstained=flags[:, 2],
+                        block_names=block_names, block_starts=starts, states_confidence=bool(states_confidence))
+    if n and TASK_KEY in infos[0]:  # a group-level outcome (answer_class): assign it over the uids' groups
+        answers = np.full((n, k), None, dtype=object)
+        for i, info in enumerate(infos):
+            for j in range(1, k):
+                answers[i, j] = str(info.get(ANSWER_KEY.format(j), "")) or None
+        batch = batch.with_fields(answers=answers).with_group_outcomes(_recorded_task(str(infos[0][TASK_KEY])))
+    return batch
 
 
 def select_rows(batch: ScoredBatch, rows: Any) -> ScoredBatch:
@@ -241,7 +255,20 @@ def select_rows(batch: ScoredBatch, rows: Any) -> ScoredBatch:
     return batch.with_fields(rewards=batch.rewards[index], outcomes=batch.outcomes[index], groups=np.asarray(batch.groups)[index],
                              correct=batch.correct[index], confidence=batch.confidence[index], malformed=batch.malformed[index],
                              abstained=batch.abstained[index], block_ids=None if ids is None else [ids[i] for i in index],
-                             block_starts=None if batch.block_starts is None else np.asarray(batch.block_starts)[index])
+                             block_starts=None if batch.block_starts is None else np.asarray(batch.block_starts)[index],
+                             answers=None if batch.answers is None else np.asarray(batch.answers, dtype=object)[index])
+
+
+_RECORDED_TASKS: dict[str, bae_tasks.Task] = {}
+
+
+def _recorded_task(config_json: str) -> bae_tasks.Task:
+    """The Task of a TASK_KEY record (cached: one per run)."""
+    if config_json not in _RECORDED_TASKS:
+        import json
+
+        _RECORDED_TASKS[config_json] = bae_tasks.from_config(json.loads(config_json))
+    return _RECORDED_TASKS[config_json]
 
 
 def scored_batch_from_columns(columns: Mapping[str, Any], uids: Any = None) -> ScoredBatch:

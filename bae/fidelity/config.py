@@ -18,6 +18,12 @@ RULES = {
     "rmse_se": "bootstrap over prompts, paired across estimators",
     "bias_se": "cluster-robust standard error over prompts (ratio mean)",
     "rmse_exact": "sqrt(max(MSE - mean(s^2/M), 0)): the RMSE against the exact advantage, MC noise removed",
+    "strata": "rows are reported by the correctness of the prefix's answer (correct / incorrect / malformed), "
+              "whatever outcome the estimators stratify by",
+    "small_strata": "summary 'small_strata': the well-formed rows whose stratum under the task's outcome has 1 or 2 "
+                    "members in its group (metrics.json only)",
+    "outcome_strata": "name@s: the baseline `name` with its strata taken from outcome s instead of the task's "
+                      "(answer_class: verifier-equivalence classes of the answers within each group, no gold)",
 }
 
 
@@ -54,6 +60,12 @@ class FidelityConfig:
     """Seed of the problems, the sampling, the bootstrap (and the tiny warm start)."""
     bootstrap: int = 1000
     """Bootstrap resamples over prompts for the RMSE standard errors."""
+    outcome_strata: tuple[str, ...] = ("answer_class",)
+    """Other outcomes (bae.tasks.OUTCOMES) to stratify by: each outcome-conditioned baseline is also
+    evaluated with strata from each, reported as "<baseline>@<outcome>" (default: answer classes
+    beside the task's correct / incorrect outcome). Group-level outcomes are assigned within each
+    prompt's pool of completions: for a transitive equivalence (exact match) the same partition
+    as within each group cut from it."""
     batch_size: int = 512
     """Sequences per generate call."""
     out_dir: str = "runs/fidelity"
@@ -71,6 +83,11 @@ class FidelityConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.bootstrap < 0:
             raise ValueError(f"bootstrap must be >= 0, got {self.bootstrap}")
+        from bae.tasks import OUTCOMES
+
+        unknown = [o for o in self.outcome_strata if o not in OUTCOMES]
+        if unknown:
+            raise ValueError(f"outcome_strata: unknown outcomes {unknown}; registered: {sorted(OUTCOMES)}")
 
     @property
     def group_sizes(self) -> tuple[int, ...]:

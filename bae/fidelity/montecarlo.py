@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bae.advantages import blockwise_advantages
+from bae.advantages import NEEDS_OUTCOMES, blockwise_advantages
 from bae.fidelity.config import RULES, STRATA, FidelityConfig
 from bae.fidelity.report import write_report
 from bae.fidelity.statistics import estimator_errors, stratum_sizes, summarize_errors
@@ -28,6 +28,18 @@ def fidelity_task(config: FidelityConfig):
         return tasks.load(config.task, **config.task_options)
     recorded = tasks.load_record(config.model) if Path(config.model).is_dir() else None
     return tasks.load(recorded if recorded is not None else "arithmetic", **config.task_options)
+
+
+def stratified_outcomes(task, name: str, samples: Sequence[dict], groups: np.ndarray) -> np.ndarray:
+    """[N, 2] outcomes of the samples under the task with outcome `name` instead of its own (scored
+    again; a group-level outcome such as answer_class assigned within `groups`)."""
+    from bae import tasks
+
+    variant = task if task.config.outcomes == (name,) else tasks.from_config(
+        {**task.config.model_dump(), "outcomes": [name]})
+    scores = [variant.score(s["completion"], s["gold"]) for s in samples]
+    outcomes = np.array([s.outcomes for s in scores], dtype=np.int64)
+    return variant.group_outcomes(outcomes, [s.prefix_answers for s in scores], groups)
 
 
 def _rows(config: FidelityConfig, task) -> list[dict]:
@@ -116,6 +128,12 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
     rewards = np.array([s.rewards for s in scores], dtype=np.float64)  # [N, 2]
     outcomes = np.array([s.outcomes for s in scores], dtype=np.int64)  # [N, 2]
     prompt_ids = np.repeat(np.arange(len(rows)), gmax)  # [N]
+    outcomes = task.group_outcomes(outcomes, [s.prefix_answers for s in scores], prompt_ids)  # answer_class
+    # the rows are reported by the correctness of the prefix (the gold is known here), whatever the
+    # estimators stratify by; other stratifications of the same samples for "<baseline>@<outcome>"
+    correctness = stratified_outcomes(task, "correct", samples, prompt_ids)
+    extra_outcomes = {name: stratified_outcomes(task, name, samples, prompt_ids)
+                      for name in config.outcome_strata if (name,) != task.config.outcomes}
     sample_ids = np.tile(np.arange(gmax), len(rows))  # [N]
 
     # block 1 reference: M fresh completions per prompt
@@ -166,7 +184,7 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
 
     # 3. every estimator, every group size
     t = time.perf_counter()
-    strata = {name: outcomes[:, 1] == value for name, value in STRATA.items()}
+    strata = {name: correctness[:, 1] == value for name, value in STRATA.items()}
     result_groups = {}
     errors_at: dict[int, tuple[dict, np.ndarray]] = {}
     for g in config.group_sizes:
@@ -176,19 +194,31 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
         idx = np.nonzero(keep)[0]
         errs = estimator_errors(rewards[idx], prompt_ids[idx], outcomes[idx], a_mc[idx], block=1,
                                 batches=replicate[idx])
+        for oname, other in extra_outcomes.items():
+            more = estimator_errors(rewards[idx], prompt_ids[idx], other[idx], a_mc[idx], block=1,
+                                    batches=replicate[idx], baselines=[b for b in errs if b in NEEDS_OUTCOMES])
+            errs.update({f"{b}@{oname}": e for b, e in more.items()})
         sizes = stratum_sizes(prompt_ids[idx], outcomes[idx, 1], replicate[idx])
+        extra_sizes = {oname: stratum_sizes(prompt_ids[idx], other[idx, 1], replicate[idx])
+                       for oname, other in extra_outcomes.items()}
         per = {name: {} for name in errs}
         singletons = {}
+        singletons_by = {oname: {} for oname in extra_outcomes}
         for sname, mask in strata.items():
             summary = summarize_errors(errs, prompt_ids[idx], mask[idx], mc_noise=mc_noise[idx],
                                        bootstrap=config.bootstrap, seed=config.seed)
             for name in errs:
                 per[name][sname] = summary[name]
             singletons[sname] = float((sizes[mask[idx]] == 1).mean()) if mask[idx].any() else math.nan
+            for oname, osizes in extra_sizes.items():
+                singletons_by[oname][sname] = float((osizes[mask[idx]] == 1).mean()) if mask[idx].any() else math.nan
         summary_all = summarize_errors(errs, prompt_ids[idx], None, mc_noise=mc_noise[idx],
                                        bootstrap=config.bootstrap, seed=config.seed)
+        small = summarize_errors(errs, prompt_ids[idx], (sizes <= 2) & ~strata["malformed"][idx], mc_noise=mc_noise[idx],
+                                 bootstrap=config.bootstrap, seed=config.seed)
         for name in errs:
             per[name]["all"] = summary_all[name]
+            per[name]["small_strata"] = small[name]
         # block 1: every estimator uses the group mean
         a1_hat = blockwise_advantages(rewards[idx], prompt_ids[idx] * gmax + replicate[idx], outcomes[idx],
                                       baseline="group_mean")[:, 0]
@@ -197,7 +227,10 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
         block1 = summarize_errors({"group_mean": a1_hat - a1_mc}, prompt_ids[idx], None, mc_noise=fresh_noise,
                                   bootstrap=config.bootstrap, seed=config.seed, reference=None)["group_mean"]
         result_groups[str(g)] = {"replicates": reps, "samples": int(keep.sum()), "estimators": per,
-                                 "singletons": singletons, "block1": block1}
+                                 "singletons": singletons, "block1": block1,
+                                 "singletons_by_outcome": singletons_by,
+                                 "mean_stratum_size": {"task": float(sizes.mean()),
+                                                       **{o: float(z.mean()) for o, z in extra_sizes.items()}}}
         errors_at[g] = (errs, idx)
     timings["estimators"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -206,6 +239,7 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
     setup = {
         "model": config.model, "model_path": model_path, "task": task.name, "system_prompt": task.system_prompt,
         "prompts": len(rows), "pool_per_prompt": gmax, "samples": n,
+        "task_outcomes": list(task.config.outcomes), "outcome_strata": list(extra_outcomes),
         "accuracy": float(rewards[:, 0].mean()), "correct_fraction": float(strata["correct"].mean()),
         "malformed": float(np.mean([s.malformed for s in scores])),
         "incomplete_solution": float(np.mean([p is None for p, _ in prefix_of])),
@@ -218,6 +252,7 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
     }
     result = {"config": {**asdict(config)}, "rules": RULES, "setup": setup, "groups": result_groups,
               "timings": timings}
-    write_report(result, samples, scores, prefix_of, conts, cont_rewards, mc_values, a_mc, errors_at, strata, config)
+    write_report(result, samples, scores, prefix_of, conts, cont_rewards, mc_values, a_mc, errors_at, strata, config,
+                 outcomes_by={"task": outcomes, **extra_outcomes})
     return result
 

@@ -54,6 +54,16 @@ def render_markdown(result: dict, command: str | None = None) -> str:
     for stratum in STRATA:
         lines.append(f"| (singleton strata) | {stratum} | " + " | ".join(
             _fmt(v["singletons"][stratum], digits=2) for v in result["groups"].values()) + " |")
+    for outcome in setup.get("outcome_strata", []):
+        for stratum in STRATA:
+            lines.append(f"| (singleton strata @{outcome}) | {stratum} | " + " | ".join(
+                _fmt(v["singletons_by_outcome"][outcome][stratum], digits=2) for v in result["groups"].values()) + " |")
+    if setup.get("outcome_strata"):
+        lines += ["", "Mean stratum size (block 2): " + "; ".join(
+            f"G = {g}: " + ", ".join(f"{k} {x:.2f}" for k, x in v["mean_stratum_size"].items())
+            for g, v in result["groups"].items()) + f" (task: the task's outcome {setup['task_outcomes']}). "
+            "Rows are reported by the correctness of the prefix; `name@outcome` is the baseline with its strata "
+            "from that outcome."]
     lines += ["", "Figures: fidelity.png (error distributions by stratum at G = "
               f"{g_main}), fidelity_sweep.png (RMSE against G).", "", "## Rules", ""]
     lines += [f"- {k}: {v}" for k, v in result["rules"].items()]
@@ -67,7 +77,7 @@ def command(config: FidelityConfig) -> str:
     for key, value in asdict(config).items():
         if key in ("system_prompt", "levels") or value == getattr(default, key):
             continue
-        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        text = (",".join(map(str, value)) or "''") if isinstance(value, tuple) else str(value)
         parts.append(f"--{key.replace('_', '-')} {text}")
     return " ".join(parts)
 
@@ -129,7 +139,10 @@ def sweep_plot(result: dict, path: str | os.PathLike) -> None:
     save(fig, path)
 
 
-def write_report(result, samples, scores, prefix_of, conts, cont_rewards, mc_values, a_mc, errors_at, strata, config) -> None:
+def write_report(result, samples, scores, prefix_of, conts, cont_rewards, mc_values, a_mc, errors_at, strata, config,
+                 outcomes_by: dict | None = None) -> None:
+    """outcomes_by: {name: [N, 2] outcomes} recorded per sample as "outcomes" (the task's, its
+    group-level columns assigned) and "outcomes@<name>" (the other stratifications)."""
     from bae.evaluation.generations import atomic_write_text
 
     out = Path(config.out_dir)
@@ -141,6 +154,7 @@ def write_report(result, samples, scores, prefix_of, conts, cont_rewards, mc_val
         lines.append(json.dumps({
             "prompt_id": s["prompt_id"], "sample": s["sample"], "problem": s["problem"], "gold": s["gold"],
             "completion": s["completion"], "rewards": list(scores[i].rewards), "outcomes": list(scores[i].outcomes),
+            **{("outcomes" if k == "task" else f"outcomes@{k}"): [int(x) for x in v[i]] for k, v in (outcomes_by or {}).items()},
             "prefix": prefix, "continuations": conts[u] if u >= 0 else [],
             "continuation_rewards": cont_rewards[u].tolist() if u >= 0 else [],
             "mc_value": float(mc_values[i]), "a_mc": float(a_mc[i]),

@@ -22,12 +22,14 @@ of its own: its later blocks all get their worst reward, so its value differs fr
 well-formed incorrect prefix, and mixing the two would bias OCB (paper Appendix B).
 """
 
+from bae.tasks.answer_class import GROUP_OUTCOMES, answer_classes
 from bae.tasks.answers import last_boxed
 from bae.tasks.builtin import BUILTIN, RECORD, from_config, get, load, load_record, save_record
 from bae.tasks.registry import BLOCK_REWARDS, OUTCOMES, BlockReward, Context, register_block_reward, register_outcome
 from bae.tasks.schema import MALFORMED_POLICIES, SOLUTION_FORMATS, BlockSpec, TaskConfig
 from bae.tasks.task import MALFORMED_OUTCOME, Score, Task
 
-__all__ = ["BLOCK_REWARDS", "BUILTIN", "MALFORMED_OUTCOME", "MALFORMED_POLICIES", "OUTCOMES", "BlockReward", "BlockSpec",
-           "Context", "RECORD", "SOLUTION_FORMATS", "Score", "Task", "TaskConfig", "from_config", "get", "last_boxed",
-           "load", "load_record", "register_block_reward", "register_outcome", "save_record"]
+__all__ = ["BLOCK_REWARDS", "BUILTIN", "GROUP_OUTCOMES", "MALFORMED_OUTCOME", "MALFORMED_POLICIES", "OUTCOMES",
+           "BlockReward", "BlockSpec", "Context", "RECORD", "SOLUTION_FORMATS", "Score", "Task", "TaskConfig",
+           "answer_classes", "from_config", "get", "last_boxed", "load", "load_record", "register_block_reward",
+           "register_outcome", "save_record"]

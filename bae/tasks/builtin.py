@@ -57,11 +57,11 @@ SOLUTION = BlockSpec(name="solution", fields=("reasoning", "answer"), reward="co
 
 def _self_confidence(confidence_reward: str = "brier", verifier: str = "math", malformed: str = "partial",
                      name: str = "self_confidence", system_prompt: str = SELF_CONFIDENCE_PROMPT,
-                     abstain: str | None = None) -> TaskConfig:
+                     abstain: str | None = None, outcome: str = "correct") -> TaskConfig:
     return TaskConfig(
         name=name,
         blocks=(SOLUTION, BlockSpec(name="confidence", fields=("analysis", "confidence"), reward=confidence_reward)),
-        outcomes=("correct",),
+        outcomes=(outcome,),
         verifier=verifier,
         system_prompt=system_prompt,
         malformed=malformed,
@@ -95,8 +95,9 @@ def _boxed(verifier: str = "math", malformed: str = "partial", name: str = "boxe
 
 
 def _arithmetic(confidence_reward: str = "brier", malformed: str = "partial",
-                system_prompt: str = ARITHMETIC_PROMPT, abstain: str | None = None) -> TaskConfig:
-    return _self_confidence(confidence_reward, "exact", malformed, "arithmetic", system_prompt, abstain)
+                system_prompt: str = ARITHMETIC_PROMPT, abstain: str | None = None,
+                outcome: str = "correct") -> TaskConfig:
+    return _self_confidence(confidence_reward, "exact", malformed, "arithmetic", system_prompt, abstain, outcome)
 
 
 def _arithmetic_two_attempt(malformed: str = "partial", system_prompt: str = ARITHMETIC_TWO_ATTEMPT_PROMPT) -> TaskConfig:
@@ -111,7 +112,9 @@ BUILTIN: dict[str, Callable[..., TaskConfig]] = {
     "arithmetic_two_attempt": _arithmetic_two_attempt,
 }
 """Builders of the built-in tasks; their keyword options (confidence_reward, malformed,
-system_prompt: "" for none, abstain for the self-confidence and boxed formats, ...) are what
+system_prompt: "" for none, abstain for the self-confidence and boxed formats, outcome ("correct",
+or "answer_class": strata by answer equivalence class, no gold needed) for the self-confidence
+formats, ...) are what
 `get(name, **options)` accepts."""
 
 

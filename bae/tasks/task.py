@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
+from typing import Any, Sequence
+
+import numpy as np
 
 from bae.blocks import Block, BlockSchema, Split
 from bae.rewards import parse_confidence
+from bae.tasks.answer_class import GROUP_OUTCOMES
 from bae.tasks.answers import last_boxed
 from bae.verify import VERIFIERS
 from bae.tasks.registry import BLOCK_REWARDS, OUTCOMES, Context
@@ -28,6 +31,9 @@ class Score:
     (always a partition of the text, even when malformed); answer: the final answer given (None if
     none); confidence: the stated confidence in [0, 1] (None if absent or unparseable); correct:
     whether the final answer is correct; malformed: whether the text breaks the block format.
+    prefix_answers: one per block, column k the answer of the latest answered block before k in
+    the scored prefix (the answer that column k's outcome is about), None when there is none or the
+    prefix is malformed (column 0 is None); what group-level outcomes (answer_class) are built from.
     """
 
     rewards: tuple[float, ...]
@@ -39,7 +45,7 @@ class Score:
     correct: bool
     malformed: bool
     abstained: bool = False
-
+    prefix_answers: tuple[str | None, ...] = ()
 
 
 class BoxedSchema:
@@ -131,6 +137,30 @@ class Task:
         """The task's verifier equivalence of two answers (for grouping answers in majority votes)."""
         return bool(self.verify(a, b))
 
+    @cached_property
+    def group_outcome_columns(self) -> tuple[int, ...]:
+        """The outcome columns k >= 1 whose ids are assigned over a group (GROUP_OUTCOMES, e.g.
+        "answer_class"), which `group_outcomes` fills in once the groups are known."""
+        return tuple(k for k, name in enumerate(self.config.outcomes, start=1) if name in GROUP_OUTCOMES)
+
+    def group_outcomes(self, outcomes: Any, answers: Any, groups: Any) -> np.ndarray:
+        """outcomes [N, K] with every group-level column recomputed over its group: for
+        "answer_class", the class of each row's prefix answer among its group's (answers [N, K]:
+        Score.prefix_answers of each row; groups [N]), MALFORMED_OUTCOME kept where the prefix is
+        malformed. Other columns are returned unchanged; a task without group outcomes returns
+        outcomes as they are. The gold answer is not used."""
+        out = np.array(outcomes, dtype=np.int64, copy=True)
+        if not self.group_outcome_columns or not len(out):
+            return out
+        if answers is None:
+            raise ValueError(f"task {self.name!r}: outcomes {self.config.outcomes} need each row's prefix answers")
+        answers = np.asarray(answers, dtype=object).reshape(out.shape[0], -1)
+        for k in self.group_outcome_columns:
+            assign = GROUP_OUTCOMES[self.config.outcomes[k - 1]]
+            out[:, k] = assign(list(answers[:, k]), groups, self.equivalent, self.config.abstain,
+                               malformed=out[:, k] == MALFORMED_OUTCOME)
+        return out
+
     def split(self, completion: str) -> Split:
         return self.schema.split(completion if isinstance(completion, str) else "")
 
@@ -164,6 +194,10 @@ class Task:
             correct=final is not None and ctx.correct(final),
             malformed=not split.well_formed,
             abstained=final is not None and ctx.abstained(final),
+            prefix_answers=(None,) + tuple(
+                ctx.answer(j) if k <= scored and (j := ctx.last_answered(k)) is not None else None
+                for k in range(1, k_all)
+            ),
         )
 
     def score_many(self, completions: Sequence[str], golds: Sequence[str]) -> list[Score]:

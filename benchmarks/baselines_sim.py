@@ -1,0 +1,137 @@
+"""The baselines in the exact simulator (bae.fidelity.simulate), regime by regime and G by G.
+
+    python benchmarks/baselines_sim.py [--batches 200] [--prompts 32] [--groups 4,8,16,32]
+                                       [--seed 0] [--bootstrap 500] [--json out.json]
+
+Each regime is simulated once per group size G: batches x prompts prompts, G samples each, cut into
+batches of `prompts` groups (what one training step, or one `bae fidelity` replicate, sees: ocb_eb
+pools its variances over a batch and batch_mean averages over it). The error of an estimator is
+A_hat - A against the exact block-2 advantage (closed-form value, no Monte-Carlo noise). RMSE ±
+bootstrap se over prompts; Δ = paired difference of RMSE with its bootstrap se (same resamples).
+
+The regimes (fixed here, before any result; none is tuned to an estimator):
+- flat: every prompt's mean confidence m_x = 0.5, so the two strata (and all prompts) have the same
+  block-2 value: the warm-started tiny policy's situation (its confidence is drawn independently of
+  correctness, symmetric about 0.5).
+- weak: m_x ~ U(0.4, 0.6): strata differ by |2 m_x - 1| <= 0.2 in value.
+- strong: m_x ~ U(0.05, 0.95): the paper's regime (RESULTS.md section 3).
+p_x ~ U(0.1, 0.9) in all three; the confidence policy's width is the simulator's default (0.15).
+
+Printed: one RMSE table per regime (strata correct, incorrect, and "small": the rows whose stratum
+has one or two members), then the target check of ocb_eb: its RMSE within one se of the better of
+ocb and group_mean (per stratum), and strictly below ocb in the small strata (Δ < 0 by more than
+two paired se).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+
+from bae.advantages import blockwise_advantages
+from bae.fidelity import estimator_errors, simulate, stratum_sizes, summarize_errors
+
+REGIMES = {
+    "flat": dict(confidence_range=(0.5, 0.5)),
+    "weak": dict(confidence_range=(0.4, 0.6)),
+    "strong": dict(confidence_range=(0.05, 0.95)),
+}
+NAMES = ("batch_mean", "group_mean", "ocb", "ocb_shrink", "ocb_eb", "ocb_eb[batch]")
+STRATA = ("correct", "incorrect", "small")
+
+
+def errors(sim, batches: np.ndarray) -> dict[str, np.ndarray]:
+    """Every compared estimator's block-2 error against the exact advantage, batch by batch."""
+    base = [n for n in NAMES if "[" not in n]
+    out = estimator_errors(sim.rewards, sim.groups, sim.outcomes, sim.reference_advantages, batches=batches,
+                           baselines=base)
+    extra = np.empty(len(sim.groups))
+    for b in np.unique(batches):
+        rows = batches == b
+        a = blockwise_advantages(sim.rewards[rows], sim.groups[rows], sim.outcomes[rows], baseline="ocb_eb",
+                                 pool="batch")
+        extra[rows] = a[:, 1] - sim.reference_advantages[rows]
+    out["ocb_eb[batch]"] = extra
+    return out
+
+
+def measure(regime: str, group: int, batches: int, prompts: int, seed: int, bootstrap: int) -> dict:
+    sim = simulate(batches * prompts, group, seed=seed, **REGIMES[regime])
+    batch = sim.groups // prompts
+    errs = errors(sim, batch)
+    sizes = stratum_sizes(sim.groups, sim.outcomes[:, 1], batch)
+    masks = {"correct": sim.outcomes[:, 1] == 1, "incorrect": sim.outcomes[:, 1] == 0, "small": sizes <= 2}
+    out = {}
+    for stratum, mask in masks.items():
+        vs_ocb = summarize_errors(errs, sim.groups, mask, bootstrap=bootstrap, seed=seed, reference="ocb")
+        vs_gm = summarize_errors(errs, sim.groups, mask, bootstrap=bootstrap, seed=seed, reference="group_mean")
+        out[stratum] = {name: {**vs_ocb[name], **{k: v for k, v in vs_gm[name].items() if "group_mean" in k}}
+                        for name in errs}
+    out["small_fraction"] = float(masks["small"].mean())
+    return out
+
+
+def fmt(x: float, se: float | None = None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.3f}" if se is None or math.isnan(se) else f"{x:.3f} ± {se:.3f}"
+
+
+def target(cell: dict) -> tuple[str, float, float]:
+    """(which of ocb / group_mean is better, ocb_eb - better, the better one's RMSE se)."""
+    better = "ocb" if cell["ocb"]["rmse"] <= cell["group_mean"]["rmse"] else "group_mean"
+    return better, cell["ocb_eb"]["rmse"] - cell[better]["rmse"], cell[better]["rmse_se"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--prompts", type=int, default=32, help="groups per batch")
+    parser.add_argument("--groups", default="4,8,16,32")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bootstrap", type=int, default=500)
+    parser.add_argument("--json", default=None, help="also write every figure to this file")
+    args = parser.parse_args()
+    sizes = [int(g) for g in args.groups.split(",")]
+    results = {r: {g: measure(r, g, args.batches, args.prompts, args.seed, args.bootstrap) for g in sizes}
+               for r in REGIMES}
+
+    print(f"{args.batches} batches x {args.prompts} prompts per G, seed {args.seed}; RMSE of A_hat - A (exact) "
+          f"± bootstrap se over prompts ({args.bootstrap} resamples)")
+    for regime, per in results.items():
+        print(f"\n### {regime}: {REGIMES[regime]}\n")
+        print("| G | stratum | " + " | ".join(NAMES) + " |")
+        print("|---|---|" + "---|" * len(NAMES))
+        for g, cell in per.items():
+            for stratum in STRATA:
+                print(f"| {g} | {stratum} | " + " | ".join(fmt(cell[stratum][n]["rmse"], cell[stratum][n]["rmse_se"])
+                                                        for n in NAMES) + " |")
+            print(f"| {g} | (rows in small strata) | {cell['small_fraction']:.2f} |" + " |" * (len(NAMES) - 1))
+    print("\n### ocb_eb against the target\n")
+    print("| regime | G | stratum | better of ocb / group_mean | ocb_eb - better (paired se) | within 1 se of "
+          "the better's RMSE | ocb_eb - ocb, small strata (paired se) | strictly below ocb there |")
+    print("|---|---|---|---|---|---|---|---|")
+    for regime, per in results.items():
+        for g, cell in per.items():
+            small = cell["small"]["ocb_eb"]
+            d_small, se_small = small["rmse_minus_ocb"], small["rmse_minus_ocb_se"]
+            below = "yes" if d_small < -2 * se_small else "no"
+            for stratum in ("correct", "incorrect"):
+                better, diff, se = target(cell[stratum])
+                key = "rmse_minus_ocb" if better == "ocb" else "rmse_minus_group_mean"
+                paired = cell[stratum]["ocb_eb"][key + "_se"]
+                print(f"| {regime} | {g} | {stratum} | {better} | {diff:+.4f} ({paired:.4f}) | "
+                      f"{'yes' if diff <= se else 'no'} (se {se:.4f}) | {d_small:+.4f} ({se_small:.4f}) | {below} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "regimes": {k: {"options": {kk: list(vv) for kk, vv in v.items()}}
+                                                       for k, v in REGIMES.items()},
+                       "results": {r: {str(g): c for g, c in per.items()} for r, per in results.items()}},
+                      f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()
