@@ -13,6 +13,7 @@ Departures from the paper, all opt-in by name:
   depend on the sample's own reward.
 - "ocb_shrink": the stratum mean shrunk toward the group mean, for small strata (the paper names
   small strata as OCB's limitation).
+- "ocb_eb": the same shrinkage with its strength estimated from the batch (empirical Bayes).
 - outcomes may take any number of integer values (multi-bin outcomes, the paper's future work).
 
 Every baseline is a function `(r, group, outcome, **options) -> b` over one block's column:

@@ -4,7 +4,7 @@ Importable only when verl is installed (`pip install bae-rl[verl]`); the core ne
 
 What it registers with verl (at import, in every process that imports this module):
 - advantage estimators "bae_<baseline>", one per baseline of bae.advantages.BASELINES
-  ("bae_none", "bae_batch_mean", "bae_group_mean", "bae_ocb", "bae_ocb_loo", "bae_ocb_shrink");
+  ("bae_none", "bae_batch_mean", "bae_group_mean", "bae_ocb", "bae_ocb_loo", "bae_ocb_shrink", "bae_ocb_eb");
 - the reward manager "bae" (`BAERewardManager`): scores each completion with a bae Task and writes
   its per-block rewards, outcomes, block start tokens and the task's block names into
   reward_extra_info as scalars (or `bae_error` for a response it could not score);

@@ -12,7 +12,7 @@ an unbiased Monte-Carlo estimate of V, and the reference advantage is
     A_MC = r_2 - V_MC.
 
 Each registered estimator (bae.advantages.BASELINES: none, batch_mean, group_mean, ocb, ocb_loo,
-ocb_shrink, and any registered later) computes A_hat = r_2 - b from the group alone, and we report,
+ocb_shrink, ocb_eb, and any registered later) computes A_hat = r_2 - b from the group alone, and we report,
 per stratum of the prefix's outcome (correct / incorrect answer / malformed prefix), the error e = A_hat - A_MC
 (= V_MC - b): its RMSE and its mean (bias), with standard errors. Block 1 (always the group mean) is
 reported against E[r_1 | x] estimated from M fresh completions of the prompt.
