@@ -16,6 +16,11 @@ Missing confidences are not handled here: the caller decides. ``bae.evaluation.r
 completion whose confidence could not be parsed with confidence 0.0 (it claimed nothing), and
 reports how many there were.
 
+Comparing two policies evaluated on the same prompts: ``paired_bootstrap`` resamples the prompts
+(the unit that was sampled; a prompt's samples are correlated) and recomputes each metric of both
+policies on the same resample, so the standard error of a difference counts only what differs
+between them, not the luck of which prompts were drawn.
+
 Departures from the paper: none in the metrics. The Pass@1 standard error is the paper's (over
 the (prompt, sample) combinations); ``mean_se`` over per-prompt means is also offered, because the
 samples of one prompt are correlated and the per-combination value understates the uncertainty.
@@ -189,3 +194,81 @@ def bootstrap_se(
         for name, fn in metrics.items():
             values[name][r] = fn(q[idx], c[idx])
     return {name: float(np.std(v, ddof=1)) for name, v in values.items()}
+
+
+def _flatten(per_prompt: Sequence[Sequence[Sequence[float]]], where: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """(fields [F] of arrays [N], start [P], count [P]) of per-prompt tuples of F equal-length arrays."""
+    if not per_prompt:
+        raise ValueError(f"{where}: no prompts")
+    widths = {len(p) for p in per_prompt}
+    if len(widths) != 1:
+        raise ValueError(f"{where}: every prompt must give the same number of fields, got {sorted(widths)}")
+    rows = [[np.asarray(f, dtype=float).ravel() for f in p] for p in per_prompt]
+    for i, fields in enumerate(rows):
+        if len({f.size for f in fields}) != 1:
+            raise ValueError(f"{where}: prompt {i}: its fields have different lengths {[f.size for f in fields]}")
+    count = np.array([fields[0].size for fields in rows], dtype=np.int64)  # [P]
+    start = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)  # [P]
+    fields = [np.concatenate([r[j] for r in rows]) for j in range(widths.pop())]
+    return fields, start, count
+
+
+def _resampled_rows(start: np.ndarray, count: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """The row indices of the prompts ``chosen`` (with repeats), prompt after prompt."""
+    lengths = count[chosen]  # [P]
+    offsets = np.cumsum(lengths) - lengths  # first position of each chosen prompt in the output
+    return np.repeat(start[chosen] - offsets, lengths) + np.arange(lengths.sum())
+
+
+def paired_bootstrap(
+    metrics: Mapping[str, Callable[..., float]],
+    a: Sequence[Sequence[Sequence[float]]],
+    b: Sequence[Sequence[Sequence[float]]],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict[str, float]]:
+    """Paired bootstrap over prompts of metric(a) - metric(b), for two policies evaluated on the
+    same P prompts.
+
+    ``a[p]`` and ``b[p]`` hold prompt p's samples of each policy (the same prompt at the same index
+    p), as a tuple of equal-length 1-D arrays: the fields the metrics take, e.g. (confidence,
+    correct); the two policies may have different numbers of samples per prompt. Each of the R
+    resamples draws P prompt indices with replacement (numpy Generator seeded by ``seed``; the draws
+    depend only on seed, P and R, so several comparisons against one reference share them), takes
+    every sample of the drawn prompts, for both policies alike, and evaluates each metric
+    ``fn(*fields)`` on each policy's concatenated rows.
+
+    Returns per metric: ``a`` and ``b`` (the metric on all prompts), ``diff`` = a - b, ``se`` =
+    std_r(diff_r, ddof=1), and ``low`` / ``high``: the percentile interval of the resampled
+    differences at ``level`` (default 95%). Fewer than two resamples, or P < 2: se 0 and the
+    interval [diff, diff]. Raises ValueError when a and b differ in their number of prompts.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired_bootstrap: a has {len(a)} prompts but b has {len(b)}: pair the same prompts")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    fa, start_a, count_a = _flatten(a, "a")
+    fb, start_b, count_b = _flatten(b, "b")
+    point = {name: (float(fn(*fa)), float(fn(*fb))) for name, fn in metrics.items()}
+    n_prompts = len(a)
+    diffs = {name: np.empty(max(n_resamples, 0)) for name in metrics}
+    if n_resamples >= 2 and n_prompts >= 2:
+        rng = np.random.default_rng(seed)
+        for r in range(n_resamples):
+            chosen = rng.integers(0, n_prompts, size=n_prompts)  # [P], the same prompts for both policies
+            ia, ib = _resampled_rows(start_a, count_a, chosen), _resampled_rows(start_b, count_b, chosen)
+            xa, xb = [f[ia] for f in fa], [f[ib] for f in fb]
+            for name, fn in metrics.items():
+                diffs[name][r] = fn(*xa) - fn(*xb)
+    out = {}
+    tail = (1.0 - level) / 2.0
+    for name, (va, vb) in point.items():
+        d = va - vb
+        if n_resamples >= 2 and n_prompts >= 2:
+            se = float(np.std(diffs[name], ddof=1))
+            low, high = (float(x) for x in np.quantile(diffs[name], [tail, 1.0 - tail]))
+        else:
+            se, low, high = 0.0, d, d
+        out[name] = {"a": va, "b": vb, "diff": d, "se": se, "low": low, "high": high}
+    return out

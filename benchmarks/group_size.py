@@ -27,13 +27,16 @@ def main() -> None:
     args = parser.parse_args()
 
     from bae import tasks
+    from bae.embedded import demo_config, resolve_model
+    from bae.embedded.demo import FIGURES
     from bae.runs.config import parse
-    from bae.embedded.demo import DEMO, FIGURES
-    from bae.runs.train import resolve_policy, train
+    from bae.runs.train import train
 
+    DEMO = demo_config()
     out = Path(args.out)
     base = parse({**DEMO, "seed": args.seed, "output_dir": str(out)})
-    policy = resolve_policy(base, tasks.get(base.task.name, **base.task.options))
+    policy = resolve_model("tiny", out / "warm_start", tasks.get(base.task.name, **base.task.options),
+                           levels=base.data.levels, seed=args.seed)
     rows = []
     for g in (int(x) for x in args.groups.split(",")):
         run = out / f"G{g}"

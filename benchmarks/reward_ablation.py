@@ -125,8 +125,10 @@ def main() -> None:
     args = parser.parse_args()
     out, seeds, runs = Path(args.out), [int(s) for s in args.seeds.split(",")], args.runs.split(",")
 
-    from bae.embedded.demo import DEMO
+    from bae.embedded import demo_config
     from bae.io import atomic_write_text
+
+    DEMO = demo_config()
 
     if not args.report_only:
         from transformers.utils import logging as hf_logging

@@ -47,3 +47,71 @@ def test_demo_runs_every_method_from_one_warm_start(warm_policy, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["methods"].keys() == demo.METHODS.keys()
     for png in ("curves.png", "reliability.png"):
         assert (tmp_path / png).stat().st_size > 10_000
+
+
+def _scored(confidence, correct, prompts):
+    """Scored rows: sample i belongs to prompt i % prompts."""
+    return [{"prompt_id": str(i % prompts), "confidence": q, "correct": c} for i, (q, c) in enumerate(zip(confidence, correct))]
+
+
+def test_demo_differences_are_paired_over_prompts_and_said_in_words():
+    """confidence_differences: policy - reference of each figure on the same prompts (the point
+    difference is the difference of the figures on all rows: ECE(a) - ECE(b)), zero with a zero
+    interval for an identical policy, only accuracy for a policy without confidences, and the
+    sentence calls a difference whose interval excludes 0 better or worse by the figure's direction."""
+    import numpy as np
+
+    from bae import metrics as M
+
+    rng = np.random.default_rng(0)
+    correct = (rng.random(400) < 0.5).astype(float)
+    calibrated = np.clip(correct * 0.8 + 0.1 + rng.normal(0, 0.05, 400), 0, 1)  # knows when it is right
+    overconfident = np.full(400, 0.95)
+    scored = {"ref": _scored(calibrated, correct, 100), "same": _scored(calibrated, correct, 100),
+              "over": _scored(overconfident, correct, 100), "silent": _scored([None] * 400, correct, 100)}
+    policies = {name: {"metrics": {"ece": None if name == "silent" else {"value": 0.0}}} for name in scored}
+    d = demo.confidence_differences(scored, policies, "ref", n_resamples=300, seed=0)
+
+    assert list(d) == ["same", "over", "silent"]
+    assert {k: d["same"]["ece"][k] for k in ("diff", "se", "low", "high")} == {"diff": 0.0, "se": 0.0, "low": 0.0,
+                                                                                "high": 0.0}
+    assert d["over"]["ece"]["diff"] == M.ece(overconfident, correct) - M.ece(calibrated, correct)
+    assert d["over"]["ece"]["low"] > 0 and d["over"]["auroc"]["high"] < 0
+    assert list(d["silent"]) == ["accuracy"] and d["silent"]["accuracy"]["diff"] == 0.0
+    words = dict(line.split(": ", 1) for line in demo.distinguishable(d))
+    assert "distinguishable from zero: over +" in words["- ece"] and "(worse)" in words["- ece"]
+    assert words["- accuracy"].startswith("not distinguishable from zero: same +0.000")
+    table = "\n".join(demo.differences_markdown(d, "ref"))
+    assert "## Differences from ref" in table and "| silent | +0.000" in table
+
+
+def test_demo_attempt_differences_count_fixes_and_breaks_per_prompt():
+    """attempt_differences on two-attempt generations: first/second pass@1, gain = second - first,
+    fixed = P(first wrong, second right), broken = P(first right, second wrong), policy - reference."""
+    from bae import tasks
+
+    task = tasks.load("arithmetic_two_attempt")
+    right_right = "<reasoning>1+1=2</reasoning><answer>2</answer><reasoning>check</reasoning><answer>2</answer>"
+    wrong_right = "<reasoning>1+1=3</reasoning><answer>3</answer><reasoning>check</reasoning><answer>2</answer>"
+    right_wrong = "<reasoning>1+1=2</reasoning><answer>2</answer><reasoning>check</reasoning><answer>5</answer>"
+    rows = lambda texts: [{"prompt_id": str(i // 2), "completion": t, "gold": "2"} for i, t in enumerate(texts)]
+    generations = {"ref": rows([right_right, right_wrong, right_right, right_wrong]),
+                   "fixer": rows([wrong_right, wrong_right, right_right, right_right])}
+    d = demo.attempt_differences(generations, task, "ref", n_resamples=50, seed=0)["fixer"]
+    # ref: first 1.0, second 0.5, fixed 0, broken 0.5; fixer: first 0.5, second 1.0, fixed 0.5, broken 0
+    expected = {"first": -0.5, "second": 0.5, "gain": 1.0, "fixed": 0.5, "broken": -0.5}
+    assert {k: d[k]["diff"] for k in expected} == expected
+    assert "(better)" in demo.distinguishable({"fixer": {"broken": {"diff": -0.5, "low": -0.6, "high": -0.4}}})[0]
+
+
+def test_reliability_grid_draws_a_policy_that_states_no_confidence(tmp_path):
+    """A method can stop stating confidences (rlvr's confidence block is never rewarded): its ECE
+    is None (not reported) and its panel says so instead of failing the whole demo at the end."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = [{"confidence": float(q), "correct": bool(c)} for q, c in zip(rng.random(50), rng.random(50) < 0.5)]
+    scored = {"bae+ocb": rows, "rlvr": [{"confidence": None, "correct": r["correct"]} for r in rows]}
+    results = {"bae+ocb": {"metrics": {"ece": {"value": 0.1}}}, "rlvr": {"metrics": {"ece": None}}}
+    demo.reliability_grid(scored, results, tmp_path / "reliability.png")
+    assert (tmp_path / "reliability.png").stat().st_size > 10_000

@@ -147,3 +147,95 @@ def test_bootstrap_se_is_seeded_and_defined_for_tiny_inputs():
     assert all(v > 0 for v in first.values())
     assert M.bootstrap_se(metrics, [0.4], [1], 200) == {"auroc": 0.0, "ece": 0.0, "brier": 0.0}
     assert M.bootstrap_se(metrics, q, c, 1) == {"auroc": 0.0, "ece": 0.0, "brier": 0.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# paired_bootstrap: differences between two policies on the same prompts
+
+
+def _policy(rng, sizes, p):
+    """Per-prompt (confidence, correct) tuples: prompt i has sizes[i] samples, right with probability p[i]."""
+    return [(rng.integers(0, 11, n) / 10, (rng.random(n) < pi).astype(float)) for n, pi in zip(sizes, p)]
+
+
+def test_paired_bootstrap_resamples_prompts_as_the_naive_loop_does():
+    """Against a plain loop over the same draws: the R resamples are rng.integers(0, P, P) of
+    default_rng(seed), each drawn prompt contributes all its samples to both policies (whatever
+    their counts), and se / interval are the std (ddof 1) / percentiles of the differences."""
+    rng = np.random.default_rng(0)
+    a = _policy(rng, [3, 1, 4, 2, 5], [0.9, 0.2, 0.5, 0.7, 0.4])
+    b = _policy(rng, [2, 2, 1, 3, 4], [0.5, 0.5, 0.5, 0.5, 0.5])  # other sample counts per prompt
+    metrics = {"ece": M.ece, "auroc": M.auroc, "accuracy": lambda q, c: M.accuracy(c)}
+    got = M.paired_bootstrap(metrics, a, b, n_resamples=300, seed=7)
+
+    draws = np.random.default_rng(7)
+    diffs = {name: [] for name in metrics}
+    for _ in range(300):
+        chosen = draws.integers(0, 5, size=5)
+        qa = [x for i in chosen for x in a[i][0]]
+        ca = [x for i in chosen for x in a[i][1]]
+        qb = [x for i in chosen for x in b[i][0]]
+        cb = [x for i in chosen for x in b[i][1]]
+        for name, fn in metrics.items():
+            diffs[name].append(fn(np.array(qa), np.array(ca)) - fn(np.array(qb), np.array(cb)))
+    for name, fn in metrics.items():
+        whole = [np.concatenate([p[j] for p in x]) for x in (a, b) for j in (0, 1)]
+        assert got[name]["a"] == fn(*whole[:2]) and got[name]["b"] == fn(*whole[2:])
+        assert got[name]["diff"] == got[name]["a"] - got[name]["b"]
+        assert got[name]["se"] == pytest.approx(np.std(diffs[name], ddof=1), abs=1e-12)
+        assert (got[name]["low"], got[name]["high"]) == pytest.approx(tuple(np.quantile(diffs[name], [0.025, 0.975])),
+                                                                      abs=1e-12)
+
+
+def test_paired_bootstrap_tends_to_the_exact_bootstrap_distribution():
+    """Three prompts: all 3^3 = 27 ordered draws are equally likely, so the exact bootstrap
+    standard deviation of the ECE difference is the std of its 27 values; for the accuracy of
+    equal-size prompts it is also the hand formula sqrt(mean_p (d_p - mean d)^2 / P)."""
+    a = [([0.9, 0.9], [1, 1]), ([0.2, 0.8], [0, 1]), ([0.5, 0.5], [0, 0])]
+    b = [([0.5, 0.6], [1, 0]), ([0.3, 0.3], [0, 0]), ([0.9, 0.1], [1, 1])]
+    metrics = {"ece": M.ece, "accuracy": lambda q, c: M.accuracy(c)}
+    exact = {name: [] for name in metrics}
+    for chosen in itertools.product(range(3), repeat=3):
+        for name, fn in metrics.items():
+            qa, ca = (np.concatenate([a[i][j] for i in chosen]) for j in (0, 1))
+            qb, cb = (np.concatenate([b[i][j] for i in chosen]) for j in (0, 1))
+            exact[name].append(fn(qa, ca) - fn(qb, cb))
+    got = M.paired_bootstrap(metrics, a, b, n_resamples=20000, seed=1)
+    for name in metrics:
+        assert got[name]["se"] == pytest.approx(np.std(exact[name]), rel=0.03), name
+    d = np.array([1 - 0.5, 0.5 - 0, 0 - 1])  # per-prompt accuracy differences
+    assert np.std(exact["accuracy"]) == pytest.approx(math.sqrt(np.mean((d - d.mean()) ** 2) / 3), abs=1e-12)
+    assert got["accuracy"]["diff"] == pytest.approx(d.mean(), abs=1e-12)
+
+
+def test_paired_bootstrap_counts_only_what_differs_between_the_policies():
+    """Two policies that agree on all but a few of 200 prompts: the paired se of their accuracy
+    difference is far below the unpaired sqrt(se_a^2 + se_b^2) (each over prompt means: the
+    standard error of two independent evaluations of the same prompts), and an identical policy differs
+    by exactly 0 with se 0 and the interval [0, 0]."""
+    rng = np.random.default_rng(3)
+    a = _policy(rng, [4] * 200, rng.random(200))
+    b = [(q, c.copy()) for q, c in a]
+    for i in range(10):  # b is right on 10 more samples
+        b[i][1][b[i][1] == 0] = 1.0
+        b[i][1][:1] = 1.0
+    acc = {"accuracy": lambda q, c: M.accuracy(c)}
+    same = M.paired_bootstrap(acc, a, a, n_resamples=200, seed=0)["accuracy"]
+    assert (same["diff"], same["se"], same["low"], same["high"]) == (0.0, 0.0, 0.0, 0.0)
+    paired = M.paired_bootstrap(acc, b, a, n_resamples=500, seed=0)["accuracy"]
+    unpaired = math.hypot(M.mean_se([c.mean() for _, c in a]), M.mean_se([c.mean() for _, c in b]))
+    assert paired["diff"] > 0 and paired["se"] < unpaired / 3
+    assert 0 < paired["low"] <= paired["diff"] <= paired["high"]  # distinguishable from zero
+
+
+def test_paired_bootstrap_checks_its_input_and_handles_tiny_cases():
+    a = [([0.5], [1]), ([0.5], [0])]
+    with pytest.raises(ValueError, match="a has 2 prompts but b has 1"):
+        M.paired_bootstrap({"ece": M.ece}, a, a[:1])
+    with pytest.raises(ValueError, match="different lengths"):
+        M.paired_bootstrap({"ece": M.ece}, [([0.5, 0.4], [1])], [([0.5], [1])])
+    with pytest.raises(ValueError, match="level"):
+        M.paired_bootstrap({"ece": M.ece}, a, a, level=1.0)
+    one = M.paired_bootstrap({"ece": M.ece}, a[:1], [([0.9], [1])], n_resamples=100)["ece"]
+    assert one["se"] == 0.0 and one["low"] == one["high"] == one["diff"] == pytest.approx(0.5 - 0.1)
+    assert M.paired_bootstrap({"ece": M.ece}, a, a, n_resamples=1)["ece"]["se"] == 0.0

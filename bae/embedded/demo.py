@@ -15,6 +15,14 @@ measured, whichever method wins. The settings are bae/embedded/demo.yaml (config
                          bae+group_mean, scalar_sum (one advantage for every token from r1 + r2:
                          the rlcr method) and gdpo; first- and second-attempt Pass@k over sampling budgets
                          k = 1..n (paper Figure 3), from each evaluation's own generations.
+
+Every method is compared with bae+ocb (REFERENCE) on the same held-out prompts: the difference of
+each figure with a paired bootstrap over prompts (bae.metrics.paired_bootstrap: resample the
+prompts, recompute both policies' figures on the resample), its standard error and 95% interval,
+and a sentence saying which differences are distinguishable from zero (the interval excludes it).
+That interval counts the noise of the evaluation, not of training: one seed's RL run is one draw,
+and benchmarks/demo_seeds.py repeats the demo over seeds for that.
+
 """
 
 from __future__ import annotations
@@ -54,6 +62,15 @@ TASKS = {"arithmetic": METHODS, "two_attempt": TWO_ATTEMPT_METHODS}
 FIGURES = ("accuracy", "auroc", "ece", "brier")
 ATTEMPTS = ("first", "second")
 WARM = "warm start"
+REFERENCE = "bae+ocb"
+"""The method every other is compared with (when it is among the methods run; else the first)."""
+LOWER_IS_BETTER = {"ece", "brier", "broken"}
+CALIBRATION_FIGURES = ("auroc", "ece", "brier")
+"""The figures that need a stated confidence (not compared when a policy states none)."""
+ATTEMPT_FIGURES = ("first", "second", "gain", "fixed", "broken")
+ATTEMPT_LABELS = {"first": "first pass@1", "second": "second pass@1", "gain": "second - first", "fixed": "fixed",
+                  "broken": "broken"}
+LEVEL = 0.95
 
 
 def settings(task: str = "arithmetic", overrides: dict | None = None) -> dict:
@@ -84,19 +101,25 @@ def method_config(name: str, out: Path, steps: int, seed: int, policy: str, task
 # Figures
 
 
+SMOOTHING = 9
+"""Steps in the centred moving average of the training curves (the batch figures of one step of 64
+completions are noisy)."""
+
+
 def curves_plot(logs: dict[str, list[dict]], path: Path, block_names: tuple[str, ...],
                 extra: tuple[tuple[str, str], ...] = (("bae/accuracy", "accuracy"), ("bae/ece", "batch ECE"))) -> None:
     """Training curves per method: reward of each block, then the `extra` (log key, title): by
-    default accuracy and batch ECE, against step."""
-    from bae.evaluation.plots import figure, save
+    default accuracy and batch ECE, against step; each method's raw points of every step faint,
+    with their centred moving average over `SMOOTHING` steps as a line."""
+    from bae.evaluation.plots import figure, raw_and_smoothed, save
 
     keys = [(f"rewards/{b}_reward/mean", f"reward: {b}") for b in block_names] + list(extra)
     fig, axes = figure(1, len(keys), figsize=(4 * len(keys), 3.2))
     for ax, (key, title) in zip(axes, keys):
-        for name, rows in logs.items():
+        for j, (name, rows) in enumerate(logs.items()):
             points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
             if points:
-                ax.plot(*zip(*points), label=name)
+                raw_and_smoothed(ax, *zip(*points), label=name, window=SMOOTHING, color=f"C{j}")
         ax.set_title(title)
         ax.set_xlabel("step")
     axes[0].legend(fontsize=8)
@@ -105,25 +128,152 @@ def curves_plot(logs: dict[str, list[dict]], path: Path, block_names: tuple[str,
 
 
 def reliability_grid(scored: dict[str, list[dict]], results: dict[str, dict], path: Path) -> None:
-    """One reliability diagram per policy, side by side, from each evaluation's scored rows."""
+    """One reliability diagram per policy, side by side, from each evaluation's scored rows: the
+    accuracy of each confidence bin with its standard error and sample count, shaded by its share
+    of the samples, and below it the samples per bin (bae.evaluation.plots.reliability_panel); a
+    missing confidence counts as 0.0, as in the reports. A policy that states no confidence at
+    all gets an empty panel that says so."""
     import numpy as np
 
-    from bae.evaluation.plots import figure, save
+    from bae.evaluation.plots import figure, reliability_panel, save
     from bae.metrics import reliability
 
-    fig, axes = figure(1, len(scored), figsize=(3.6 * len(scored), 3.6), sharey=True)
-    for ax, (name, rows) in zip(np.atleast_1d(axes), scored.items()):
+    fig, axes = figure(2, len(scored), figsize=(3.6 * len(scored), 4.6), sharex=True, sharey="row",
+                       gridspec_kw={"height_ratios": [3, 1]}, squeeze=False)
+    for j, (name, rows) in enumerate(scored.items()):
+        top, bottom = axes[0][j], axes[1][j]
+        ece = results[name]["metrics"]["ece"]
+        if ece is None:
+            top.set_title(f"{name}\nno confidence stated")
+            continue
         q = [r["confidence"] if r.get("confidence") is not None else 0.0 for r in rows]
         table = reliability(q, [float(r["correct"]) for r in rows])
-        mids = (table["edges"][:-1] + table["edges"][1:]) / 2
-        shown = table["count"] > 0
-        ax.bar(mids[shown], table["accuracy"][shown], width=0.09, alpha=0.7, label="accuracy")
-        ax.plot([0, 1], [0, 1], "--", color="gray")
-        ax.set_title(f"{name}\nECE {results[name]['metrics']['ece']['value']:.3f}")
-        ax.set_xlabel("confidence")
-    np.atleast_1d(axes)[0].set_ylabel("accuracy")
+        reliability_panel(top, bottom, table, f"{name}\nECE {ece['value']:.3f}", legend=j == 0)
+    axes[0][0].set_ylabel("accuracy")
+    axes[1][0].set_ylabel("samples")
     fig.tight_layout()
     save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired differences from the reference method
+
+
+def _by_prompt(rows: list[dict], fields) -> dict[str, tuple]:
+    """prompt_id -> tuple of one array per field function (applied to each row), rows in file order."""
+    import numpy as np
+
+    from bae.evaluation.generations import group_by_prompt
+
+    return {pid: tuple(np.array([f(r) for r in rs], dtype=float) for f in fields)
+            for pid, rs in group_by_prompt(rows).items()}
+
+
+def paired(per_prompt: dict[str, dict[str, tuple]], metrics: dict, reference: str, n_resamples: int,
+           seed: int) -> dict[str, dict[str, dict]]:
+    """policy -> figure -> bae.metrics.paired_bootstrap of (policy - reference) over the prompts both
+    evaluated (every policy of the demo is evaluated on the same held-out prompts; a prompt one of
+    them lacks is left out of that pair). Policies with nothing to compare (``metrics`` empty for
+    them) are left out."""
+    from bae.metrics import paired_bootstrap
+
+    ref = per_prompt[reference]
+    out = {}
+    for name, rows in per_prompt.items():
+        chosen = metrics(name) if callable(metrics) else metrics
+        if name == reference or not chosen:
+            continue
+        ids = [pid for pid in ref if pid in rows]
+        out[name] = paired_bootstrap(chosen, [rows[i] for i in ids], [ref[i] for i in ids], n_resamples, seed, LEVEL)
+    return out
+
+
+def confidence_differences(scored: dict[str, list[dict]], policies: dict[str, dict], reference: str,
+                           n_resamples: int, seed: int) -> dict[str, dict[str, dict]]:
+    """Paired differences (policy - reference) of accuracy, AUROC, ECE and Brier from the scored rows
+    (a missing confidence counts as 0.0, as in the reports); the calibration figures only where both
+    policies state some confidence."""
+    from bae import metrics as M
+
+    all_figures = {"accuracy": lambda q, c: M.accuracy(c), "auroc": M.auroc, "ece": M.ece, "brier": M.brier}
+    stated = {name: policies[name]["metrics"]["ece"] is not None for name in scored}
+
+    def figures_of(name):
+        if stated[name] and stated[reference]:
+            return all_figures
+        return {"accuracy": all_figures["accuracy"]}
+
+    per_prompt = {name: _by_prompt(rows, (lambda r: r["confidence"] if r.get("confidence") is not None else 0.0,
+                                          lambda r: float(r["correct"])))
+                  for name, rows in scored.items()}
+    return paired(per_prompt, figures_of, reference, n_resamples, seed)
+
+
+def attempt_differences(generations: dict[str, list[dict]], task, reference: str, n_resamples: int,
+                        seed: int) -> dict[str, dict[str, dict]]:
+    """Paired differences (policy - reference) of first- and second-attempt pass@1, their gain
+    (second - first) and the fixed and broken rates, from each policy's generations."""
+    import numpy as np
+
+    figures = {"first": lambda f, s: float(np.mean(f)), "second": lambda f, s: float(np.mean(s)),
+               "gain": lambda f, s: float(np.mean(s) - np.mean(f)),
+               "fixed": lambda f, s: float(np.mean((1 - f) * s)), "broken": lambda f, s: float(np.mean(f * (1 - s)))}
+    per_prompt = {}
+    for name, rows in generations.items():
+        marks = [attempt_correct(task, r["completion"], r["gold"]) for r in rows]
+        marked = [{**r, "_first": m[0], "_second": m[1]} for r, m in zip(rows, marks)]
+        per_prompt[name] = _by_prompt(marked, (lambda r: float(r["_first"]), lambda r: float(r["_second"])))
+    return paired(per_prompt, figures, reference, n_resamples, seed)
+
+
+def distinguishable(differences: dict[str, dict[str, dict]], labels: dict[str, str] | None = None) -> list[str]:
+    """One sentence per figure: which policies' differences from the reference have a 95% interval
+    that excludes zero (better or worse, by the figure's direction), and which do not."""
+    labels = labels or {}
+    figures = list(dict.fromkeys(f for d in differences.values() for f in d))
+    lines = []
+    for figure in figures:
+        label = labels.get(figure, figure)
+        apart, close = [], []
+        for name, d in differences.items():
+            if figure not in d:
+                continue
+            x = d[figure]
+            cell = f"{name} {x['diff']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]"
+            if x["low"] > 0 or x["high"] < 0:
+                lower = x["high"] < 0
+                better = lower == (figure in LOWER_IS_BETTER)
+                apart.append(f"{cell} ({'better' if better else 'worse'})")
+            else:
+                close.append(cell)
+        parts = []
+        if apart:
+            parts.append("distinguishable from zero: " + "; ".join(apart))
+        if close:
+            parts.append("not distinguishable from zero: " + "; ".join(close))
+        lines.append(f"- {label}: " + ". ".join(parts) + ".")
+    return lines
+
+
+def differences_markdown(differences: dict[str, dict[str, dict]], reference: str,
+                         labels: dict[str, str] | None = None) -> list[str]:
+    """The table of paired differences from the reference and the sentences of ``distinguishable``."""
+    if not differences:
+        return []
+    labels = labels or {}
+    figures = list(dict.fromkeys(f for d in differences.values() for f in d))
+    lines = [f"## Differences from {reference} (paired bootstrap over the held-out prompts)", "",
+             f"policy - {reference} on the same prompts: difference ± paired standard error [{LEVEL:.0%} interval]. "
+             "It counts the noise of the evaluation (which prompts, which samples), not of training: one seed's RL "
+             "run is one draw (benchmarks/demo_seeds.py repeats the demo over seeds).", "",
+             "| policy | " + " | ".join(labels.get(f, f) for f in figures) + " |", "|---" * (len(figures) + 1) + "|"]
+    for name, d in differences.items():
+        cells = [f"{d[f]['diff']:+.3f} ± {d[f]['se']:.3f} [{d[f]['low']:+.3f}, {d[f]['high']:+.3f}]" if f in d else "-"
+                 for f in figures]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"Lower is better for {', '.join(labels.get(f, f) for f in figures if f in LOWER_IS_BETTER)}; "
+              "higher for the rest.", ""]
+    return lines + distinguishable(differences, labels) + [""]
 
 
 def attempt_correct(task, completion: str, gold: str) -> tuple[bool, bool, bool]:
@@ -197,16 +347,22 @@ def _setup_line(summary: dict, config: dict) -> str:
             "the warm start and every method; ± is the standard error (accuracy over samples, the rest by bootstrap).")
 
 
+def _cell(figure: dict | None) -> str:
+    """value ± se, or "-" for a figure not reported (no confidence stated)."""
+    return "-" if figure is None else f"{figure['value']:.3f} ± {figure['se']:.3f}"
+
+
 def markdown(summary: dict, config: dict) -> str:
     lines = ["# bae demo", "", _setup_line(summary, config), "",
              "Methods: " + "; ".join(f"**{m}**: {METHOD_NOTES[m]}" for m in summary["methods"]) + ".", "",
              "| policy | " + " | ".join(FIGURES) + " | malformed | time (s) |", "|---" * (len(FIGURES) + 3) + "|"]
     for name, r in summary["policies"].items():
         m = r["metrics"]
-        cells = [f"{m[f]['value']:.3f} ± {m[f]['se']:.3f}" for f in FIGURES]
+        cells = [_cell(m[f]) for f in FIGURES]
         seconds = f"{r['seconds']:.0f}" if "seconds" in r else "-"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['malformed_rate']['value']:.3f} | {seconds} |")
-    lines += ["", "![training curves](curves.png)", "", "![reliability diagrams](reliability.png)", "",
+    lines += [""] + differences_markdown(summary["differences"], summary["reference"])
+    lines += ["![training curves](curves.png)", "", "![reliability diagrams](reliability.png)", "",
               "Each policy's full evaluation report (test-time scaling, selective prediction) is in its folder: "
               + ", ".join(f"[{n}]({r['eval']}/report.md)" for n, r in summary["policies"].items()), ""]
     return "\n".join(lines)
@@ -239,7 +395,8 @@ def two_attempt_markdown(summary: dict, config: dict) -> str:
     for name, a in summary["attempts"].items():
         for attempt in ATTEMPTS:
             lines.append(f"| {name} | {attempt} | " + " | ".join(f"{v:.3f}" for v in a[attempt]["value"]) + " |")
-    lines += ["", "![training curves](curves.png)", "",
+    lines += [""] + differences_markdown(summary["differences"], summary["reference"], ATTEMPT_LABELS)
+    lines += ["![training curves](curves.png)", "",
               "Each policy's full evaluation report (of the final answer) is in its folder: "
               + ", ".join(f"[{n}]({r['eval']}/report.md)" for n, r in summary["policies"].items()), ""]
     return "\n".join(lines)
@@ -263,8 +420,13 @@ def _print_table(console, summary: dict, task: str) -> None:
         for f in FIGURES:
             table.add_column(f, justify="right")
         for name, r in summary["policies"].items():
-            table.add_row(name, *(f"{r['metrics'][f]['value']:.3f} ± {r['metrics'][f]['se']:.3f}" for f in FIGURES))
+            table.add_row(name, *(_cell(r["metrics"][f]) for f in FIGURES))
     console.print(table)
+    labels = ATTEMPT_LABELS if task == "two_attempt" else {}
+    if summary["differences"]:
+        console.print(f"differences from {summary['reference']} (paired bootstrap over prompts, {LEVEL:.0%} interval):")
+        for line in distinguishable(summary["differences"], labels):
+            console.print(line, highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,9 +490,12 @@ def run_demo(out_dir: str = "runs/demo", steps: int | None = None, seed: int = 0
         "warm_start": {"seconds": warm_seconds, "folder": policy},
         "policies": policies,
         "methods": {n: {**policies[n], "description": METHOD_NOTES[n]} for n in methods},
+        "reference": REFERENCE if REFERENCE in methods else methods[0],
     }
+    resamples = base.eval.bootstrap
     if task == "two_attempt":
         summary["attempts"] = {name: attempt_figures(rows, the_task) for name, rows in generations.items()}
+        summary["differences"] = attempt_differences(generations, the_task, summary["reference"], resamples, seed)
         curves_plot(logs, out / "curves.png", the_task.block_names,
                     extra=(("bae/accuracy", "final-answer accuracy"), ("bae/malformed_rate", "malformed rate")))
         attempts_plot(summary["attempts"], out / "attempts.png")
@@ -340,6 +505,7 @@ def run_demo(out_dir: str = "runs/demo", steps: int | None = None, seed: int = 0
         scored = {name: [json.loads(line) for line in (out / p["eval"] / "scores.jsonl").read_text().splitlines()]
                   for name, p in policies.items()}
         reliability_grid(scored, policies, out / "reliability.png")
+        summary["differences"] = confidence_differences(scored, policies, summary["reference"], resamples, seed)
         report = markdown(summary, config)
     summary["total_seconds"] = time.time() - start
     atomic_write_text(out / "report.md", report)

@@ -1,0 +1,168 @@
+"""`bae demo` over seeds: each method's difference from bae+ocb with a confidence interval over seeds.
+
+    python benchmarks/demo_seeds.py [--task arithmetic|two_attempt] [--seeds 0,1,2,3,4]
+                                    [--out runs/demo_seeds] [--steps N] [--report-only]
+
+Each seed is one whole `bae demo` (its own warm start, then every method from it, evaluated on the
+same held-out problems) in OUT/TASK/seed-S; a seed whose metrics.json exists is read, not rerun.
+For every method and figure the per-seed difference d_s = figure(method) - figure(bae+ocb) is
+paired by seed (same warm start, same prompts), and the report gives mean_s d_s with the 95%
+Student-t interval over seeds, mean ± t_{0.975, S-1} sd(d) / sqrt(S): it counts the noise of
+training and of the evaluation together, where the demo's own paired bootstrap counts only the
+evaluation. Writes OUT/TASK/report.md, summary.json and seeds.png (one panel per figure: each
+seed's difference as a dot, the mean and its interval as a bar, zero as a line), and prints the
+report. Which seeds run is fixed before anything runs; a method is never chosen by how it fares.
+
+The issue's target (arithmetic): bae+ocb's ECE below bae+group_mean's, rlcr's and gdpo's with
+intervals that exclude zero, at accuracy within 1 point of rlvr; the report says whether it is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+LEVEL = 0.95
+ECE_RIVALS = ("bae+group_mean", "rlcr", "gdpo")
+
+
+def figures_of(summary: dict) -> dict[str, dict[str, float]]:
+    """policy -> figure -> value, from one demo's metrics.json."""
+    if summary["task"] == "two_attempt":
+        return {name: {"first": a["first"]["value"][0], "second": a["second"]["value"][0],
+                       "gain": a["second"]["value"][0] - a["first"]["value"][0], "fixed": a["fixed"],
+                       "broken": a["broken"]}
+                for name, a in summary["attempts"].items()}
+    return {name: {f: p["metrics"][f]["value"] for f in ("accuracy", "auroc", "ece", "brier") if p["metrics"][f]}
+            for name, p in summary["policies"].items()}
+
+
+def t_interval(values: list[float], level: float = LEVEL) -> dict[str, float]:
+    """mean, sd (ddof 1) and the Student-t interval mean ± t_{(1+level)/2, n-1} sd / sqrt(n) of
+    ``values``; one value: sd 0 and the interval [mean, mean] (no spread to measure)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": mean, "sd": 0.0, "low": mean, "high": mean, "n": n}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "n": n}
+
+
+def aggregate(per_seed: dict[int, dict], reference: str) -> dict:
+    """{"values": policy -> figure -> per-seed values, "differences": policy -> figure ->
+    t_interval of the per-seed (policy - reference)} over the seeds in ``per_seed``."""
+    figures = {s: figures_of(summary) for s, summary in per_seed.items()}
+    seeds = sorted(figures)
+    policies = list(figures[seeds[0]])
+    values = {p: {f: [figures[s][p][f] for s in seeds] for f in figures[seeds[0]][p]} for p in policies}
+    differences = {p: {f: t_interval([a - b for a, b in zip(v, values[reference][f])]) | {
+        "per_seed": [a - b for a, b in zip(v, values[reference][f])]} for f, v in values[p].items()
+        if f in values[reference]} for p in policies if p != reference}
+    return {"seeds": seeds, "values": values, "differences": differences}
+
+
+def target(result: dict, reference: str) -> list[str]:
+    """Sentences on the issue's target for the arithmetic demo, from the aggregated result."""
+    d, lines = result["differences"], []
+    for rival in ECE_RIVALS:
+        if rival in d and "ece" in d[rival]:
+            x = d[rival]["ece"]
+            met = x["low"] > 0
+            lines.append(f"- ECE of {rival} - {reference}: {x['mean']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]: "
+                         f"{'met' if met else 'not met'} ({reference} lower with an interval that excludes zero).")
+    if "rlvr" in d:
+        x = d["rlvr"]["accuracy"]
+        met = abs(x["mean"]) <= 0.01
+        lines.append(f"- accuracy of rlvr - {reference}: {x['mean']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]: "
+                     f"{'met' if met else 'not met'} (within 1 point on average over the seeds).")
+    return lines
+
+
+def plot(result: dict, reference: str, path: Path) -> None:
+    from bae.evaluation.plots import figure, save
+
+    names = list(result["differences"])
+    figs = list(dict.fromkeys(f for d in result["differences"].values() for f in d))
+    fig, axes = figure(1, len(figs), figsize=(3.4 * len(figs), 3.4))
+    for ax, f in zip(axes, figs):
+        for i, name in enumerate(names):
+            x = result["differences"][name].get(f)
+            if x is None:
+                continue
+            ax.plot([i] * len(x["per_seed"]), x["per_seed"], ".", color="gray", alpha=0.6)
+            ax.errorbar([i], [x["mean"]], yerr=[[x["mean"] - x["low"]], [x["high"] - x["mean"]]], fmt="o",
+                        color="C0", capsize=4)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{f}: policy - {reference}", fontsize=9)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def markdown(result: dict, per_seed: dict[int, dict], reference: str, task: str) -> str:
+    seeds = result["seeds"]
+    first = per_seed[seeds[0]]
+    times = ", ".join(f"{per_seed[s]['total_seconds']:.0f}" for s in seeds)
+    config = (f"{first['steps']} RL steps per method, {first['eval_prompts']} held-out problems, seeds "
+              f"{', '.join(map(str, seeds))}; one demo per seed took {times} s")
+    lines = [f"# `bae demo --task {task}` over {len(seeds)} seeds", "", config, "",
+             "Values per seed:", "", "| policy | figure | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---" * (len(seeds) + 3) + "|"]
+    for name, figs in result["values"].items():
+        for f, v in figs.items():
+            lines.append(f"| {name} | {f} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {sum(v) / len(v):.3f} |")
+    lines += ["", f"Differences from {reference}, paired by seed: mean [{LEVEL:.0%} t-interval over seeds]:", "",
+              "| policy | " + " | ".join(next(iter(result["differences"].values()))) + " |",
+              "|---" * (len(next(iter(result["differences"].values()))) + 1) + "|"]
+    for name, figs in result["differences"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{x['mean']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]"
+                                                  for x in figs.values()) + " |")
+    if task == "arithmetic":
+        lines += ["", "Against the target:", ""] + target(result, reference)
+    lines += ["", "![differences over seeds](seeds.png)", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="arithmetic", choices=("arithmetic", "two_attempt"))
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--out", default="runs/demo_seeds")
+    parser.add_argument("--steps", type=int, default=None, help="RL steps per method (default: the demo's)")
+    parser.add_argument("--report-only", action="store_true", help="aggregate the seeds already in OUT, run nothing")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out) / args.task
+
+    from bae.embedded.demo import REFERENCE, run_demo
+    from bae.io import atomic_write_text
+
+    per_seed = {}
+    for seed in seeds:
+        folder = out / f"seed-{seed}"
+        done = folder / "metrics.json"
+        if done.is_file():
+            per_seed[seed] = json.loads(done.read_text())
+        elif not args.report_only:
+            per_seed[seed] = run_demo(str(folder), steps=args.steps, seed=seed, task=args.task)
+    if not per_seed:
+        raise SystemExit(f"no seed of {args.seeds} has a metrics.json under {out}")
+    result = aggregate(per_seed, REFERENCE)
+    plot(result, REFERENCE, out / "seeds.png")
+    text = markdown(result, per_seed, REFERENCE, args.task)
+    atomic_write_text(out / "summary.json", json.dumps(result, indent=1))
+    atomic_write_text(out / "report.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

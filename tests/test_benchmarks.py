@@ -1,0 +1,74 @@
+"""The benchmark scripts keep up with the package: every name a script imports from bae exists.
+
+The scripts are run by hand (their figures go to benchmarks/RESULTS.md, never into timed tests),
+so nothing else would notice a module they import from moving or a name being renamed."""
+
+import ast
+import importlib
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = sorted((Path(__file__).parents[1] / "benchmarks").glob("*.py"))
+
+
+def _bae_imports(path: Path) -> list[tuple[str, str | None]]:
+    """(module, name) for each `from bae... import name` and (module, None) for each `import bae...`,
+    anywhere in the script (also inside functions, where the heavy imports live)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "bae":
+            found += [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, None) for alias in node.names if alias.name.split(".")[0] == "bae"]
+    return found
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_bae_name_a_benchmark_imports_exists(script):
+    missing = []
+    for module, name in _bae_imports(script):
+        imported = importlib.import_module(module)
+        if name is not None and not hasattr(imported, name):
+            try:  # `from package import submodule`
+                importlib.import_module(f"{module}.{name}")
+            except ModuleNotFoundError:
+                missing.append(f"{module}.{name}")
+    assert not missing, f"{script.name} imports names that do not exist: {missing}"
+
+
+def test_the_scan_sees_imports_inside_functions(tmp_path):
+    """The property the test above relies on: a stale import inside main() is found."""
+    script = tmp_path / "stale.py"
+    script.write_text("import os\n\ndef main():\n    from bae.embedded.demo import DEMO\n    import bae.metrics\n")
+    assert _bae_imports(script) == [("bae.embedded.demo", "DEMO"), ("bae.metrics", None)]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_seeds_pairs_each_seed_and_uses_the_student_t_interval():
+    """demo_seeds.aggregate: d_s = figure(method) - figure(reference) per seed, and the interval
+    mean ± t_{0.975, S-1} sd(d) / sqrt(S) (S = 5: t = 2.7764); the target sentences follow it."""
+    seeds = _script("demo_seeds")
+    ece_ref, ece_gm = [0.10, 0.12, 0.08, 0.11, 0.09], [0.11, 0.14, 0.11, 0.15, 0.14]
+    per_seed = {s: {"task": "arithmetic", "policies": {
+        "bae+ocb": {"metrics": {"accuracy": {"value": 0.5}, "auroc": None, "ece": {"value": ece_ref[s]}, "brier": None}},
+        "bae+group_mean": {"metrics": {"accuracy": {"value": 0.5}, "auroc": None, "ece": {"value": ece_gm[s]},
+                                       "brier": None}},
+    }} for s in range(5)}
+    result = seeds.aggregate(per_seed, "bae+ocb")
+    d = result["differences"]["bae+group_mean"]["ece"]
+    diffs = [0.01, 0.02, 0.03, 0.04, 0.05]
+    assert d["per_seed"] == pytest.approx(diffs)
+    half = 2.776445 * math.sqrt(sum((x - 0.03) ** 2 for x in diffs) / 4) / math.sqrt(5)
+    assert (d["mean"], d["low"], d["high"]) == pytest.approx((0.03, 0.03 - half, 0.03 + half), abs=1e-6)
+    assert "auroc" not in result["differences"]["bae+group_mean"]  # not reported: not compared
+    assert ": met (bae+ocb lower" in seeds.target(result, "bae+ocb")[0]
+    assert seeds.t_interval([0.2]) == {"mean": 0.2, "sd": 0.0, "low": 0.2, "high": 0.2, "n": 1}
