@@ -133,8 +133,6 @@ def reliability_grid(scored: dict[str, list[dict]], results: dict[str, dict], pa
     of the samples, and below it the samples per bin (bae.evaluation.plots.reliability_panel); a
     missing confidence counts as 0.0, as in the reports. A policy that states no confidence at
     all gets an empty panel that says so."""
-    import numpy as np
-
     from bae.evaluation.plots import figure, reliability_panel, save
     from bae.metrics import reliability
 
