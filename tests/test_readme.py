@@ -30,3 +30,17 @@ def test_the_core_snippet_runs_and_gives_ocb_advantages():
         n = np.bincount(ids[i][ids[i] >= 0], minlength=2)
         for k in range(2):
             np.testing.assert_allclose(adv[i][ids[i] == k].numpy(), A[i, k] * n.sum() / n[k], rtol=1e-6)
+
+
+def test_the_task_yaml_shown_is_the_shipped_rlcr_task():
+    """The YAML block of "Your own task" is configs/tasks/rlcr.yaml in every key, except the system
+    prompt, which it abridges (and says so)."""
+    import yaml
+
+    shown = re.findall(r"```yaml\n(.*?)```", README, re.S)
+    shown = [yaml.safe_load(b) for b in shown if b.startswith("name: rlcr")]
+    assert len(shown) == 1
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tasks" / "rlcr.yaml").read_text())
+    assert shipped["system_prompt"].startswith(shown[0]["system_prompt"].removesuffix(" ..."))
+    assert {k: v for k, v in shown[0].items() if k != "system_prompt"} == {
+        k: v for k, v in shipped.items() if k != "system_prompt"}
