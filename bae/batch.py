@@ -26,11 +26,15 @@ def score_completions(task: Any, tokenizer: Any, completion_ids: Sequence[Sequen
     """Score sampled completions from their token ids: (one task Score each, the block id of each
     of their tokens [L_i] int64). Each completion is decoded from its own ids (bae.blocks.
     token_offsets: never a re-encoding of the text), scored by task.score, and its tokens are
-    mapped to blocks by bae.blocks.token_block_ids (tokens after the last tag and EOS belong to the
-    last block). The verifier runs once for the batch (task.score_many: a pool of workers)."""
+    mapped to blocks by bae.blocks.token_block_ids: tokens after the last tag belong to the last
+    block, and EOS to the block the text stopped in (the last block, or the first block a
+    completion left out, whose worst reward it then carries). The verifier runs once for the batch
+    (task.score_many: a pool of workers)."""
     decoded = [token_offsets(tokenizer, row) for row in completion_ids]
     scores = task.score_many([text for text, _ in decoded], list(golds))
-    return scores, [token_block_ids(s.partition, offsets) for s, (_, offsets) in zip(scores, decoded)]
+    last = task.num_blocks - 1
+    return scores, [token_block_ids(s.partition, offsets, None if s.complete is None else min(s.complete, last))
+                    for s, (_, offsets) in zip(scores, decoded)]
 
 
 def _answers(scores: Sequence[Any], k: int) -> np.ndarray:

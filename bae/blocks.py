@@ -138,13 +138,22 @@ class BlockSchema:
         return Split(tuple(spans), complete, tuple(fields), len(self.blocks))
 
 
-def token_block_ids(spans: Sequence[tuple[int, int]], offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+def token_block_ids(spans: Sequence[tuple[int, int]], offsets: Sequence[tuple[int, int]],
+                    stop_block: int | None = None) -> np.ndarray:
     """Block id of every token, given the blocks' character spans and the tokens' (start, end) offsets.
 
     A token belongs to the block that holds its first character. Zero-width tokens (special tokens
     such as end-of-sequence, whose offsets are (0, 0) or (n, n)) and tokens at or past the end of
     the text take the block of the token before them (the first block if none), so tokens after the
     last tag belong to the last block. Every token gets exactly one id in [0, K).
+
+    ``stop_block``: the block the completion stopped in (Score.complete capped at K - 1). The
+    zero-width tokens after the last token that covers text take it. This matters when a
+    completion stops exactly at a block boundary: "<answer>7</answer>" + EOS leaves the
+    confidence block out, and its EOS is the decision to leave it out, so EOS must carry that
+    block's (worst) reward; by the rule above it would join the solution block, and the left-out
+    block would have no token to carry its reward. (The character spans cannot tell this case from
+    a solution block cut off at the end: both span the whole text.)
     """
     bounds = np.array([end for _, end in spans[:-1]], dtype=np.int64)  # block k ends at bounds[k]
     off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)  # [T, 2]
@@ -152,6 +161,9 @@ def token_block_ids(spans: Sequence[tuple[int, int]], offsets: Sequence[tuple[in
     wide = off[:, 1] > off[:, 0]  # [T]: tokens that cover text
     last_wide = np.maximum.accumulate(np.where(wide, np.arange(len(off)), -1))  # [T]: latest such token
     ids = np.where(last_wide >= 0, own[np.maximum(last_wide, 0)], 0)  # zero-width: the block before them
+    if stop_block is not None and len(off):
+        trailing = np.arange(len(off)) > last_wide[-1]  # [T]: after the last token that covers text
+        ids = np.where(trailing, stop_block, ids)
     return ids
 
 

@@ -139,3 +139,32 @@ def test_token_block_ids_edge_cases():
     assert token_block_ids(split.spans, [(0, 0), (0, 3)]).tolist() == [0, 0]
     n = len(WELL_FORMED[0])
     assert token_block_ids(split.spans, [(0, 5), (n - 2, n), (n, n), (n, n + 4)]).tolist() == [0, 1, 1, 1]
+
+
+def test_eos_joins_the_block_a_completion_stopped_in():
+    """A completion that stops exactly at a block boundary left the next block out: its EOS is
+    that decision, so it joins the left-out block and carries its (worst) reward; a completion cut
+    inside a block keeps its EOS there; a well-formed one gives it to the last block. Then every
+    block has a token (block k's advantage reaches the policy), also when nothing follows the tag."""
+    from bae import tasks
+    from bae.batch import score_completions
+    from bae.embedded.tiny import build_tokenizer
+
+    task, tok = tasks.get("arithmetic"), build_tokenizer()
+    solution = "<reasoning>3+4=7</reasoning><answer>7</answer>"
+    texts = {"stopped after the solution": solution, "then a newline": solution + "\n",
+             "cut inside the solution": "<reasoning>3+4=", "well-formed": WELL_FORMED[0], "nothing": ""}
+    ids = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts.values()]
+    scores, blocks = score_completions(task, tok, ids, ["7"] * len(texts))
+    eos = dict(zip(texts, (int(b[-1]) for b in blocks)))
+    assert eos == {"stopped after the solution": 1, "then a newline": 1, "cut inside the solution": 0,
+                   "well-formed": 1, "nothing": 0}
+    stopped = blocks[0]
+    assert np.bincount(stopped, minlength=2).tolist() == [len(ids[0]) - 1, 1]  # the EOS alone carries block 1
+    assert scores[0].rewards[1] == task.rewards[1].worst and scores[0].complete == 1
+    assert all((np.diff(b) >= 0).all() for b in blocks)  # still non-decreasing (verl's block starts)
+    # the rule itself: only the zero-width tokens after the last token that covers text move
+    split = SCHEMA.split(solution)
+    n = len(solution)
+    assert token_block_ids(split.spans, [(0, 5), (n - 1, n), (n, n), (n, n)], stop_block=1).tolist() == [0, 0, 1, 1]
+    assert token_block_ids(split.spans, [(0, 0), (0, 5), (n, n)], stop_block=1).tolist() == [0, 0, 1]

@@ -67,6 +67,33 @@ def test_two_attempt_demonstrations_follow_the_configured_rates():
         WarmStartConfig(task="arithmetic_two_attempt", fix_rate=1.5)
 
 
+
+def test_steps_checks_split_the_second_operand_and_slip_only_in_the_last_step():
+    """check="steps": a two-digit second operand b = 10 t + u (u != 0) is checked as
+    a op 10t = m, m op u = second, with m the true value of a op 10t; anything else is restated;
+    the demonstrations are otherwise those of check="restate" (same answers, same rates)."""
+    base = dict(task="arithmetic_two_attempt", examples=400, levels=(1, 2), seed=3)
+    steps, restate = make_demonstrations(WarmStartConfig(**base, check="steps")), make_demonstrations(WarmStartConfig(**base))
+    task = task_of(WarmStartConfig(**base))
+    split_some = 0
+    for d, r in zip(steps, restate):
+        assert {k: d[k] for k in ("stated", "second", "change")} == {k: r[k] for k in ("stated", "second", "change")}
+        second = task.split(d["completion"]).fields[1]
+        expression = d["problem"][len("What is "):-1].replace(" ", "")
+        op = "+" if "+" in expression else "-"
+        a, b = (int(x) for x in expression.split(op))
+        if b >= 10 and b % 10:
+            first_step, last_step = second["reasoning"].removeprefix("check ").split(",")
+            middle = a + b // 10 * 10 if op == "+" else a - b // 10 * 10
+            assert first_step == f"{a}{op}{b // 10 * 10}={middle}"
+            assert last_step == f"{middle}{op}{b % 10}={d['second']}"
+            split_some += 1
+        else:
+            assert second["reasoning"] == f"check {expression}={d['second']}"
+    assert split_some > 100  # most level-2 problems
+    with pytest.raises(ValueError, match="check must be one of"):
+        WarmStartConfig(task="arithmetic_two_attempt", check="twice")
+
 def test_attempt_figures_are_pass_at_k_curves():
     """Hand-built samples: per prompt, c1 / c2 right first / second attempts out of n = 4."""
     task = tasks.get("arithmetic_two_attempt", system_prompt="")

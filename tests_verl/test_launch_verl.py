@@ -147,6 +147,7 @@ REFUSED = [  # (override, what the message must name): every setting under which
     ("distillation.enabled=true", "distillation.enabled=true"),
     ("bae.entropy_target=-1", "bae.entropy_target"),
     ("+bae.shrink=2.0", "shrink"),  # an option of ocb_shrink, not of the recipe's ocb
+    ("algorithm.filter_groups.enable=true,algorithm.filter_groups.metric=acc", "filter_groups.metric=acc"),
 ]
 
 
@@ -176,7 +177,7 @@ def test_check_launch_refuses_a_silently_wrong_setting(override, named):
     run_ppo (which starts Ray and every GPU worker; see the test above), and the task runner calls
     it again in its own process before verl builds a worker."""
     with pytest.raises(ValueError, match="bae:") as refused:
-        bv.check_launch(recipe_with(override))
+        bv.check_launch(recipe_with(*override.split(",")))
     assert named in str(refused.value)
 
 
@@ -185,5 +186,6 @@ def test_check_launch_accepts_what_it_should():
     with a fixed bonus all pass check_launch."""
     for overrides in ([], ["actor_rollout_ref.actor.policy_loss.loss_mode=cispo"],
                       ["algorithm.adv_estimator=bae_ocb_shrink", "+bae.shrink=2.0"],
-                      ["bae.use_adaptive_entropy=false", "actor_rollout_ref.actor.entropy_coeff=0.001"]):
+                      ["bae.use_adaptive_entropy=false", "actor_rollout_ref.actor.entropy_coeff=0.001"],
+                      ["algorithm.filter_groups.enable=true"]):  # DAPO filtering on bae's total reward
         assert "bae.engines.verl" in bv.check_launch(recipe_with(*overrides))

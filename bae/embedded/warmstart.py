@@ -82,6 +82,9 @@ RECORD = "warmstart.json"  # beside the weights: the config (system prompt inclu
 CONFIDENCES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+CHECKS = ("restate", "steps")
+
+
 @dataclass(frozen=True)
 class WarmStartConfig:
     """What the warm start trains on and how."""
@@ -103,6 +106,10 @@ class WarmStartConfig:
     """Two-attempt format: fraction of each level's wrong first attempts that the second attempt fixes."""
     break_rate: float = 0.1
     """Two-attempt format: fraction of each level's right first attempts that the second attempt breaks."""
+    check: str = "restate"
+    """Two-attempt format: how the second attempt works. "restate": it restates the expression with
+    its answer, the same computation as the first; "steps": a two-digit operand is split into tens
+    and units, one easier step each ("check 23+40=63,63+7=70"; single digits are restated)."""
     abstain: str | None = None
     """The task's abstention answer (e.g. "unknown", TaskConfig.abstain); None: the policy never abstains."""
     abstain_rate: float = 0.1
@@ -136,6 +143,8 @@ class WarmStartConfig:
         for name in ("fix_rate", "break_rate", "abstain_rate", "abstain_confidence"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.check not in CHECKS:
+            raise ValueError(f"check must be one of {CHECKS}, got {self.check!r}")
         if self.abstain is not None and self.task == "arithmetic_two_attempt":
             raise ValueError("abstain: the two-attempt demonstrations have no abstentions; use task='arithmetic'")
         if self.max_steps <= 0 and self.epochs <= 0:
@@ -170,12 +179,27 @@ def demonstration(problem: str, stated: str, level: int, confidence: float, abst
     )
 
 
-def two_attempt_demonstration(problem: str, first: str, second: str) -> str:
-    """The completion text of one two-attempt demonstration: an attempt, then a check."""
+def check_steps(expression: str, result: str) -> str:
+    """The "steps" check of ``expression`` ending in ``result``: "23+47" -> "23+40=63,63+7=70",
+    "83-47" -> "83-40=43,43-7=36" (the tens step is computed right, a slip is in the last step, as
+    ``result`` says); an expression without a two-digit second operand is restated ("3+4=7")."""
+    for op in "+-":
+        left, sep, right = expression.partition(op)
+        if sep and left.isdigit() and right.isdigit() and len(right) == 2 and right[1] != "0":
+            tens, units = int(right[0]) * 10, int(right[1])
+            middle = int(left) + tens if op == "+" else int(left) - tens
+            return f"{left}{op}{tens}={middle},{middle}{op}{units}={result}"
+    return f"{expression}={result}"
+
+
+def two_attempt_demonstration(problem: str, first: str, second: str, check: str = "restate") -> str:
+    """The completion text of one two-attempt demonstration: an attempt, then a check (``check``:
+    "restate" or "steps", see WarmStartConfig.check)."""
     expression = _expression(problem)
+    worked = check_steps(expression, second) if check == "steps" else f"{expression}={second}"
     return (
         f"<reasoning>{expression}={first}</reasoning><answer>{first}</answer>"
-        f"<reasoning>check {expression}={second}</reasoning><answer>{second}</answer>"
+        f"<reasoning>check {worked}</reasoning><answer>{second}</answer>"
     )
 
 
@@ -262,7 +286,7 @@ def _two_attempt_demonstrations(config: WarmStartConfig, task: tasks.Task, rows:
         out.append({
             **row,
             "prompt": task.format_prompt(row["problem"]),
-            "completion": two_attempt_demonstration(row["problem"], first, second),
+            "completion": two_attempt_demonstration(row["problem"], first, second, config.check),
             "stated": first,
             "wrong": i in wrong,
             "second": second,

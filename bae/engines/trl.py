@@ -17,7 +17,8 @@ TRL's):
    from its sampled ids with per-token character offsets (bae.blocks.token_offsets: never a
    re-encoding of the text, since a sampled sequence need not be the tokenizer's canonical
    encoding), scored by `task.score`, and its tokens are assigned to blocks
-   (bae.blocks.token_block_ids: tokens after the last tag and EOS belong to the last block;
+   (bae.blocks.token_block_ids: tokens after the last tag belong to the last block, EOS to the
+   block the text stopped in, so a left-out block's worst reward reaches a token;
    padding and rows TRL masks out, e.g. `mask_truncated_completions`, get -1). The result is one
    bae.batch.ScoredBatch, gathered over all processes (the block ids stay with their process);
    its [N, K] block rewards are what TRL receives as the rewards of one placeholder reward

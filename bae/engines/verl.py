@@ -813,6 +813,13 @@ def check_settings(config: Any) -> None:
     if _selected(config, "reward.custom_reward_function.path") is not None:
         raise ValueError("bae: reward.custom_reward_function.path is set, but BAERewardManager scores with the bae task "
                          "named by data_source and would ignore the function; unset it")
+    if _selected(config, "algorithm.filter_groups.enable", False):
+        metric = _selected(config, "algorithm.filter_groups.metric", "reward")
+        if metric != "reward":
+            raise ValueError(f"bae: algorithm.filter_groups.metric={metric} (DAPO dynamic sampling) evicts every group in "
+                             f"which {metric} does not vary, but under bae such a group still has advantages in its later "
+                             "blocks (a group that is all right still learns its confidence); use metric=reward (bae's "
+                             "sum of the block rewards) or filter_groups.enable=false")
     agent = _selected(config, "actor_rollout_ref.rollout.agent.default_agent_loop", "single_turn_agent")
     if agent not in SINGLE_OUTPUT_AGENT_LOOPS:
         raise ValueError(f"bae: actor_rollout_ref.rollout.agent.default_agent_loop={agent}: bae scores one single-turn "

@@ -34,6 +34,9 @@ class Score:
     prefix_answers: one per block, column k the answer of the latest answered block before k in
     the scored prefix (the answer that column k's outcome is about), None when there is none or the
     prefix is malformed (column 0 is None); what group-level outcomes (answer_class) are built from.
+    complete: how many leading blocks are well-formed (the number of blocks when the text is; None
+    when unknown); the block a completion stopped in is min(complete, K - 1), which is where its
+    end-of-sequence token belongs (bae.blocks.token_block_ids).
     """
 
     rewards: tuple[float, ...]
@@ -46,6 +49,7 @@ class Score:
     malformed: bool
     abstained: bool = False
     prefix_answers: tuple[str | None, ...] = ()
+    complete: int | None = None
 
 
 class BoxedSchema:
@@ -193,6 +197,7 @@ class Task:
             confidence=confidence,
             correct=final is not None and ctx.correct(final),
             malformed=not split.well_formed,
+            complete=split.complete,
             abstained=final is not None and ctx.abstained(final),
             prefix_answers=(None,) + tuple(
                 ctx.answer(j) if k <= scored and (j := ctx.last_answered(k)) is not None else None
