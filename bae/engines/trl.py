@@ -369,8 +369,11 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
     def _gathered(self, local: ScoredBatch) -> ScoredBatch:
         """The batch of every process, in TRL's global order; the block ids stay this process's."""
         device = self.accelerator.device
-        fields = {name: torch.as_tensor(np.asarray(getattr(local, name), dtype=np.float64), device=device)
-                  for name in FIELDS}  # float64 holds every field exactly (0/1 flags, small ints, NaN)
+        # float64 holds every field exactly (0/1 flags, small ints, NaN); Apple's MPS has no float64,
+        # and float32 still holds the flags and ints exactly (the rewards to ~1e-7)
+        dtype = np.float32 if device.type == "mps" else np.float64
+        fields = {name: torch.as_tensor(np.asarray(getattr(local, name), dtype=dtype), device=device)
+                  for name in FIELDS}
         every = {name: t.cpu().numpy() for name, t in self.accelerator.gather(fields).items()}
         answers = local.answers  # text: gathered as objects, only when a group-level outcome needs them
         if self.task.group_outcome_columns and self.accelerator.num_processes > 1:
@@ -378,8 +381,8 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
 
             answers = np.array(gather_object([list(row) for row in local.answers]), dtype=object)
         return local.with_fields(
-            rewards=every["rewards"], outcomes=every["outcomes"].astype(np.int64),
-            correct=every["correct"].astype(bool), confidence=every["confidence"],
+            rewards=every["rewards"].astype(np.float64), outcomes=every["outcomes"].astype(np.int64),
+            correct=every["correct"].astype(bool), confidence=every["confidence"].astype(np.float64),
             malformed=every["malformed"].astype(bool), abstained=every["abstained"].astype(bool),
             groups=np.zeros(len(every["rewards"]), np.int64), answers=answers)
 
