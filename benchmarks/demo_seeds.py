@@ -58,15 +58,21 @@ def t_interval(values: list[float], level: float = LEVEL) -> dict[str, float]:
 
 def aggregate(per_seed: dict[int, dict], reference: str) -> dict:
     """{"values": policy -> figure -> per-seed values, "differences": policy -> figure ->
-    t_interval of the per-seed (policy - reference)} over the seeds in ``per_seed``."""
+    t_interval of the per-seed (policy - reference), "missing": policy -> the figures left out}
+    over the seeds in ``per_seed``. A figure a policy did not report on some seed (no confidence
+    stated: AUROC, ECE and Brier are None) is left out for that policy, not averaged over fewer seeds."""
     figures = {s: figures_of(summary) for s, summary in per_seed.items()}
     seeds = sorted(figures)
     policies = list(figures[seeds[0]])
-    values = {p: {f: [figures[s][p][f] for s in seeds] for f in figures[seeds[0]][p]} for p in policies}
+    reported = {p: [f for f in figures[seeds[0]][p] if all(f in figures[s][p] for s in seeds)] for p in policies}
+    everywhere = {f for fs in figures[seeds[0]].values() for f in fs} | {
+        f for s in seeds for fs in figures[s].values() for f in fs}
+    missing = {p: sorted(everywhere - set(reported[p])) for p in policies if everywhere - set(reported[p])}
+    values = {p: {f: [figures[s][p][f] for s in seeds] for f in reported[p]} for p in policies}
     differences = {p: {f: t_interval([a - b for a, b in zip(v, values[reference][f])]) | {
         "per_seed": [a - b for a, b in zip(v, values[reference][f])]} for f, v in values[p].items()
         if f in values[reference]} for p in policies if p != reference}
-    return {"seeds": seeds, "values": values, "differences": differences}
+    return {"seeds": seeds, "values": values, "differences": differences, "missing": missing}
 
 
 def target(result: dict, reference: str) -> list[str]:
@@ -121,11 +127,14 @@ def markdown(result: dict, per_seed: dict[int, dict], reference: str, task: str)
         for f, v in figs.items():
             lines.append(f"| {name} | {f} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {sum(v) / len(v):.3f} |")
     lines += ["", f"Differences from {reference}, paired by seed: mean [{LEVEL:.0%} t-interval over seeds]:", "",
-              "| policy | " + " | ".join(next(iter(result["differences"].values()))) + " |",
-              "|---" * (len(next(iter(result["differences"].values()))) + 1) + "|"]
+              "| policy | " + " | ".join(dict.fromkeys(f for d in result["differences"].values() for f in d)) + " |",
+              "|---" * (len(dict.fromkeys(f for d in result["differences"].values() for f in d)) + 1) + "|"]
+    columns = list(dict.fromkeys(f for figs in result["differences"].values() for f in figs))
     for name, figs in result["differences"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{x['mean']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]"
-                                                  for x in figs.values()) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{figs[f]['mean']:+.3f} [{figs[f]['low']:+.3f}, {figs[f]['high']:+.3f}]"
+                                                  if f in figs else "-" for f in columns) + " |")
+    for name, left_out in result["missing"].items():
+        lines.append(f"\n{name}: {', '.join(left_out)} not reported on some seed (no confidence stated), left out.")
     if task == "arithmetic":
         lines += ["", "Against the target:", ""] + target(result, reference)
     lines += ["", "![differences over seeds](seeds.png)", ""]

@@ -72,3 +72,13 @@ def test_demo_seeds_pairs_each_seed_and_uses_the_student_t_interval():
     assert "auroc" not in result["differences"]["bae+group_mean"]  # not reported: not compared
     assert ": met (bae+ocb lower" in seeds.target(result, "bae+ocb")[0]
     assert seeds.t_interval([0.2]) == {"mean": 0.2, "sd": 0.0, "low": 0.2, "high": 0.2, "n": 1}
+    # a policy that states no confidence on one seed: its calibration figures are left out, and said so
+    for s in range(5):
+        per_seed[s]["policies"]["rlvr"] = {"metrics": {"accuracy": {"value": 0.4},
+                                                       "auroc": None, "brier": None,
+                                                       "ece": None if s == 2 else {"value": 0.3}}}
+    result = seeds.aggregate(per_seed, "bae+ocb")
+    assert list(result["differences"]["rlvr"]) == ["accuracy"] and result["missing"] == {"rlvr": ["ece"]}
+    assert "rlvr: ece not reported on some seed" in seeds.markdown(
+        result, {s: {**per_seed[s], "steps": 1, "eval_prompts": 1, "total_seconds": 1.0} for s in range(5)},
+        "bae+ocb", "arithmetic")
