@@ -83,7 +83,7 @@ def target(result: dict, reference: str) -> list[str]:
             x = d[rival]["ece"]
             met = x["low"] > 0
             lines.append(f"- ECE of {rival} - {reference}: {x['mean']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]: "
-                         f"{'met' if met else 'not met'} ({reference} lower with an interval that excludes zero).")
+                         f"{'met' if met else 'not met'} (the target: {reference} lower, with an interval that excludes zero).")
     if "rlvr" in d:
         x = d["rlvr"]["accuracy"]
         met = abs(x["mean"]) <= 0.01
