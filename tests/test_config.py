@@ -16,7 +16,8 @@ def test_paper_defaults():
 @pytest.mark.parametrize(
     "raw, key",
     [
-        ({"grup_size": 8}, "grup_size: unknown key"),
+        ({"grup_size": 8}, r"grup_size: unknown key \(did you mean group_size\?\)"),
+        ({"eval": {"limt": 3}}, r"eval.limt: unknown key \(did you mean limit\?\)"),  # the closest key of that section
         ({"eval": {"every": 1, "n_samples": 3}}, "eval.n_samples: unknown key"),
         ({"task": {"name": "chess"}}, "task.name: unknown task"),
         ({"task": {"name": "arithmetic", "options": {"confidence": "bce"}}}, "task.options: task .arithmetic.: unknown option"),

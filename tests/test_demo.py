@@ -115,3 +115,18 @@ def test_reliability_grid_draws_a_policy_that_states_no_confidence(tmp_path):
     results = {"bae+ocb": {"metrics": {"ece": {"value": 0.1}}}, "rlvr": {"metrics": {"ece": None}}}
     demo.reliability_grid(scored, results, tmp_path / "reliability.png")
     assert (tmp_path / "reliability.png").stat().st_size > 10_000
+
+
+def test_demo_notes_name_a_policy_without_or_with_a_collapsed_confidence():
+    """confidence_notes: a policy with no confidence at all is "not reported"; one whose samples
+    state one value at least 95% of the time (a missing one counting as 0.0) is called collapsed;
+    a policy with spread confidences gets no note."""
+    rows = lambda qs: [{"confidence": q, "correct": i % 2 == 0} for i, q in enumerate(qs)]
+    metrics = lambda ece: {"metrics": {"ece": ece, "auroc": {"value": 0.5}, "malformed_rate": {"value": 1.0}}}
+    scored = {"silent": rows([None] * 20), "collapsed": rows([0.0] * 18 + [None, 0.7]),
+              "spread": rows([i / 20 for i in range(20)])}
+    policies = {"silent": metrics(None), "collapsed": metrics({"value": 0.5}), "spread": metrics({"value": 0.2})}
+    notes = demo.confidence_notes(scored, policies)
+    assert len(notes) == 2
+    assert notes[0].startswith("silent: no held-out sample states a confidence (malformed 1.000)")
+    assert notes[1].startswith("collapsed: 19 of 20 samples state confidence 0: the confidence has collapsed")

@@ -202,3 +202,20 @@ def test_the_readme_generations_example_is_what_the_reader_and_the_boxed_task_ac
     path.write_text(line + "\n")
     scored = score_rows(read_generations(path), tasks.get("boxed"))
     assert scored[0]["correct"] and scored[0]["confidence"] == 0.82 and scored[0]["confidence_source"] == "given"
+
+
+def test_the_malformed_warning_says_which_answers_accuracy_still_scores():
+    """malformed="partial": a completion whose solution block is complete but whose confidence
+    block is missing is malformed, yet its answer is scored; the warning says how many of the
+    malformed ones accuracy scores and how many it counts as wrong (not "all wrong")."""
+    from bae.evaluation.report import warnings_for
+
+    scored = [{"malformed": True, "answer": "7"}] * 3 + [{"malformed": True, "answer": None}] + [
+        {"malformed": False, "answer": "7"}]
+    result = {"counts": {"completions": 5, "malformed": 4}, "task": "arithmetic"}
+    (line,) = warnings_for(result, scored)
+    assert line.startswith("4 of 5 completions (80%) are malformed for task 'arithmetic'")
+    assert line.endswith("accuracy scores the answer of the 3 whose solution block is complete and counts the other 1 "
+                         "as wrong.")
+    (line,) = warnings_for(result, [{"malformed": True, "answer": None}] * 4 + [{"malformed": False, "answer": "7"}])
+    assert line.endswith("; accuracy counts them as wrong.")

@@ -224,6 +224,33 @@ def attempt_differences(generations: dict[str, list[dict]], task, reference: str
     return paired(per_prompt, figures, reference, n_resamples, seed)
 
 
+COLLAPSED = 0.95
+"""A policy whose samples state one confidence value this often is called collapsed in the report."""
+
+
+def confidence_notes(scored: dict[str, list[dict]], policies: dict[str, dict]) -> list[str]:
+    """One sentence per policy whose calibration figures need a word: none stated at all (not
+    reported), or a confidence collapsed onto one value (at least COLLAPSED of the samples, a
+    missing one counting as 0.0 as in the figures), which ranks nothing (AUROC about 0.5) and makes
+    ECE the distance between that value and the accuracy."""
+    from collections import Counter
+
+    notes = []
+    for name, rows in scored.items():
+        m = policies[name]["metrics"]
+        if m["ece"] is None:
+            notes.append(f"{name}: no held-out sample states a confidence (malformed {m['malformed_rate']['value']:.3f}), "
+                         "so its calibration is not reported.")
+            continue
+        values = Counter(r["confidence"] if r.get("confidence") is not None else 0.0 for r in rows)
+        value, count = values.most_common(1)[0] if values else (None, 0)
+        if rows and count >= COLLAPSED * len(rows):
+            notes.append(f"{name}: {count} of {len(rows)} samples state confidence {value:g}: the confidence has "
+                         f"collapsed onto one value, so it ranks nothing (AUROC {m['auroc']['value']:.3f}) and its ECE "
+                         "is the distance between that value and the accuracy.")
+    return notes
+
+
 def distinguishable(differences: dict[str, dict[str, dict]], labels: dict[str, str] | None = None) -> list[str]:
     """One sentence per figure: which policies' differences from the reference have a 95% interval
     that excludes zero (better or worse, by the figure's direction), and which do not."""
@@ -359,7 +386,8 @@ def markdown(summary: dict, config: dict) -> str:
         cells = [_cell(m[f]) for f in FIGURES]
         seconds = f"{r['seconds']:.0f}" if "seconds" in r else "-"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['malformed_rate']['value']:.3f} | {seconds} |")
-    lines += [""] + differences_markdown(summary["differences"], summary["reference"])
+    lines += [""] + [f"- {note}" for note in summary.get("notes", [])] + ([""] if summary.get("notes") else [])
+    lines += differences_markdown(summary["differences"], summary["reference"])
     lines += ["![training curves](curves.png)", "", "![reliability diagrams](reliability.png)", "",
               "Each policy's full evaluation report (test-time scaling, selective prediction) is in its folder: "
               + ", ".join(f"[{n}]({r['eval']}/report.md)" for n, r in summary["policies"].items()), ""]
@@ -420,6 +448,8 @@ def _print_table(console, summary: dict, task: str) -> None:
         for name, r in summary["policies"].items():
             table.add_row(name, *(_cell(r["metrics"][f]) for f in FIGURES))
     console.print(table)
+    for note in summary.get("notes", []):
+        console.print(note, highlight=False)
     labels = ATTEMPT_LABELS if task == "two_attempt" else {}
     if summary["differences"]:
         console.print(f"differences from {summary['reference']} (paired bootstrap over prompts, {LEVEL:.0%} interval):")
@@ -504,6 +534,7 @@ def run_demo(out_dir: str = "runs/demo", steps: int | None = None, seed: int = 0
                   for name, p in policies.items()}
         reliability_grid(scored, policies, out / "reliability.png")
         summary["differences"] = confidence_differences(scored, policies, summary["reference"], resamples, seed)
+        summary["notes"] = confidence_notes(scored, policies)
         report = markdown(summary, config)
     summary["total_seconds"] = time.time() - start
     atomic_write_text(out / "report.md", report)

@@ -236,7 +236,7 @@ def confidence_from(value, transform: str = "none") -> float | None:
         return x / 100.0
     if not 0.0 <= x <= 1.0:
         raise ValueError(f"'confidence' {value!r} is not a probability in [0, 1]; for a raw score (a reward model's, "
-                         "say) give the confidence transform sigmoid, for a percentage percent")
+                         "say) give --confidence-transform sigmoid, for a percentage --confidence-transform percent")
     return x
 
 

@@ -213,7 +213,13 @@ def warnings_for(result: dict, scored: Sequence[dict] = (), task=None) -> list[s
         boxed = sum(bool(r["malformed"]) and "\\boxed" in str(r.get("completion", "")) for r in scored)
         if boxed * 2 > bad and getattr(getattr(task, "config", None), "solution_format", "tags") == "tags":
             line += f"; {boxed} of them hold a \\boxed{{}} answer: --task boxed scores those"
-        out.append(line + "; accuracy counts them as wrong.")
+        answered = sum(bool(r["malformed"]) and r.get("answer") is not None for r in scored)
+        if answered:  # malformed="partial": the answers of their complete blocks are still scored
+            line += (f"; accuracy scores the answer of the {answered} whose solution block is complete and counts "
+                     f"the other {bad - answered} as wrong")
+        else:
+            line += "; accuracy counts them as wrong"
+        out.append(line + ".")
     if result.get("not_reported"):
         name = getattr(task, "name", result.get("task", "?"))
         why = (f"no completion states a parseable confidence for task {name!r}"

@@ -280,6 +280,21 @@ def _key(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
+def _did_you_mean(loc: tuple) -> str:
+    """' (did you mean learning_rate?)' for an unknown key of a section whose keys are known, else ''."""
+    import difflib
+
+    model = TrainConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def parse(raw: dict, where: str = "config") -> TrainConfig:
     """Validate a mapping into a TrainConfig; ConfigError names every offending key."""
     if not isinstance(raw, dict):
@@ -291,6 +306,8 @@ def parse(raw: dict, where: str = "config") -> TrainConfig:
         for e in err.errors():
             message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
             key = _key(e["loc"])
+            if e["type"] == "extra_forbidden":
+                message += _did_you_mean(e["loc"])
             sub = re.match(r"([A-Za-z_]\w*(?:\.\w+)*): ", message) if e["loc"] == ("task",) else None
             if sub and sub.group(1).split(".")[0] in TaskSection.model_fields:  # a task key the section's check names
                 key, message = f"task.{sub.group(1)}", message[sub.end():]
