@@ -65,13 +65,16 @@ def aggregate(per_seed: dict[int, dict], reference: str) -> dict:
     seeds = sorted(figures)
     policies = list(figures[seeds[0]])
     reported = {p: [f for f in figures[seeds[0]][p] if all(f in figures[s][p] for s in seeds)] for p in policies}
-    everywhere = {f for fs in figures[seeds[0]].values() for f in fs} | {
-        f for s in seeds for fs in figures[s].values() for f in fs}
-    missing = {p: sorted(everywhere - set(reported[p])) for p in policies if everywhere - set(reported[p])}
+    anywhere = {f for s in seeds for fs in figures[s].values() for f in fs}
+    missing = {p: sorted(anywhere - set(reported[p])) for p in policies if anywhere - set(reported[p])}
     values = {p: {f: [figures[s][p][f] for s in seeds] for f in reported[p]} for p in policies}
-    differences = {p: {f: t_interval([a - b for a, b in zip(v, values[reference][f])]) | {
-        "per_seed": [a - b for a, b in zip(v, values[reference][f])]} for f, v in values[p].items()
-        if f in values[reference]} for p in policies if p != reference}
+    differences = {}
+    for p in policies:
+        if p == reference:
+            continue
+        per_seed_d = {f: [a - b for a, b in zip(v, values[reference][f])] for f, v in values[p].items()
+                      if f in values[reference]}
+        differences[p] = {f: t_interval(d) | {"per_seed": d} for f, d in per_seed_d.items()}
     return {"seeds": seeds, "values": values, "differences": differences, "missing": missing}
 
 
@@ -126,10 +129,9 @@ def markdown(result: dict, per_seed: dict[int, dict], reference: str, task: str)
     for name, figs in result["values"].items():
         for f, v in figs.items():
             lines.append(f"| {name} | {f} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {sum(v) / len(v):.3f} |")
-    lines += ["", f"Differences from {reference}, paired by seed: mean [{LEVEL:.0%} t-interval over seeds]:", "",
-              "| policy | " + " | ".join(dict.fromkeys(f for d in result["differences"].values() for f in d)) + " |",
-              "|---" * (len(dict.fromkeys(f for d in result["differences"].values() for f in d)) + 1) + "|"]
     columns = list(dict.fromkeys(f for figs in result["differences"].values() for f in figs))
+    lines += ["", f"Differences from {reference}, paired by seed: mean [{LEVEL:.0%} t-interval over seeds]:", "",
+              "| policy | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, figs in result["differences"].items():
         lines.append(f"| {name} | " + " | ".join(f"{figs[f]['mean']:+.3f} [{figs[f]['low']:+.3f}, {figs[f]['high']:+.3f}]"
                                                   if f in figs else "-" for f in columns) + " |")

@@ -65,9 +65,6 @@ WARM = "warm start"
 REFERENCE = "bae+ocb"
 """The method every other is compared with (when it is among the methods run; else the first)."""
 LOWER_IS_BETTER = {"ece", "brier", "broken"}
-CALIBRATION_FIGURES = ("auroc", "ece", "brier")
-"""The figures that need a stated confidence (not compared when a policy states none)."""
-ATTEMPT_FIGURES = ("first", "second", "gain", "fixed", "broken")
 ATTEMPT_LABELS = {"first": "first pass@1", "second": "second pass@1", "gain": "second - first", "fixed": "fixed",
                   "broken": "broken"}
 LEVEL = 0.95
@@ -99,6 +96,11 @@ def method_config(name: str, out: Path, steps: int, seed: int, policy: str, task
 
 # ---------------------------------------------------------------------------------------------
 # Figures
+
+
+def stated(row: dict) -> float:
+    """A scored row's confidence, 0.0 when none was stated (as the reports count it)."""
+    return row["confidence"] if row.get("confidence") is not None else 0.0
 
 
 SMOOTHING = 9
@@ -144,7 +146,7 @@ def reliability_grid(scored: dict[str, list[dict]], results: dict[str, dict], pa
         if ece is None:
             top.set_title(f"{name}\nno confidence stated")
             continue
-        q = [r["confidence"] if r.get("confidence") is not None else 0.0 for r in rows]
+        q = [stated(r) for r in rows]
         table = reliability(q, [float(r["correct"]) for r in rows])
         reliability_panel(top, bottom, table, f"{name}\nECE {ece['value']:.3f}", legend=j == 0)
     axes[0][0].set_ylabel("accuracy")
@@ -194,33 +196,29 @@ def confidence_differences(scored: dict[str, list[dict]], policies: dict[str, di
     from bae import metrics as M
 
     all_figures = {"accuracy": lambda q, c: M.accuracy(c), "auroc": M.auroc, "ece": M.ece, "brier": M.brier}
-    stated = {name: policies[name]["metrics"]["ece"] is not None for name in scored}
+    has_confidence = {name: policies[name]["metrics"]["ece"] is not None for name in scored}
 
     def figures_of(name):
-        if stated[name] and stated[reference]:
+        if has_confidence[name] and has_confidence[reference]:
             return all_figures
         return {"accuracy": all_figures["accuracy"]}
 
-    per_prompt = {name: _by_prompt(rows, (lambda r: r["confidence"] if r.get("confidence") is not None else 0.0,
-                                          lambda r: float(r["correct"])))
-                  for name, rows in scored.items()}
+    per_prompt = {name: _by_prompt(rows, (stated, lambda r: float(r["correct"]))) for name, rows in scored.items()}
     return paired(per_prompt, figures_of, reference, n_resamples, seed)
 
 
 def attempt_differences(generations: dict[str, list[dict]], task, reference: str, n_resamples: int,
                         seed: int) -> dict[str, dict[str, dict]]:
     """Paired differences (policy - reference) of first- and second-attempt pass@1, their gain
-    (second - first) and the fixed and broken rates, from each policy's generations."""
+    (second - first) and the fixed and broken rates, from each policy's generations (rows that
+    already carry their ``attempt_marks`` are not verified again)."""
     import numpy as np
 
     figures = {"first": lambda f, s: float(np.mean(f)), "second": lambda f, s: float(np.mean(s)),
                "gain": lambda f, s: float(np.mean(s) - np.mean(f)),
                "fixed": lambda f, s: float(np.mean((1 - f) * s)), "broken": lambda f, s: float(np.mean(f * (1 - s)))}
-    per_prompt = {}
-    for name, rows in generations.items():
-        marks = [attempt_correct(task, r["completion"], r["gold"]) for r in rows]
-        marked = [{**r, "_first": m[0], "_second": m[1]} for r, m in zip(rows, marks)]
-        per_prompt[name] = _by_prompt(marked, (lambda r: float(r["_first"]), lambda r: float(r["_second"])))
+    per_prompt = {name: _by_prompt(attempt_marks(rows, task), (lambda r: float(r["marks"][0]), lambda r: float(r["marks"][1])))
+                  for name, rows in generations.items()}
     return paired(per_prompt, figures, reference, n_resamples, seed)
 
 
@@ -242,7 +240,7 @@ def confidence_notes(scored: dict[str, list[dict]], policies: dict[str, dict]) -
             notes.append(f"{name}: no held-out sample states a confidence (malformed {m['malformed_rate']['value']:.3f}), "
                          "so its calibration is not reported.")
             continue
-        values = Counter(r["confidence"] if r.get("confidence") is not None else 0.0 for r in rows)
+        values = Counter(stated(r) for r in rows)
         value, count = values.most_common(1)[0] if values else (None, 0)
         if rows and count >= COLLAPSED * len(rows):
             notes.append(f"{name}: {count} of {len(rows)} samples state confidence {value:g}: the confidence has "
@@ -312,6 +310,11 @@ def attempt_correct(task, completion: str, gold: str) -> tuple[bool, bool, bool]
     return right[0], right[1], changed
 
 
+def attempt_marks(rows: list[dict], task) -> list[dict]:
+    """The rows, each with "marks": attempt_correct of its completion (rows that have them are kept)."""
+    return [r if "marks" in r else {**r, "marks": attempt_correct(task, r["completion"], r["gold"])} for r in rows]
+
+
 def attempt_figures(rows: list[dict], task) -> dict:
     """From generation rows (prompt_id, completion, gold; n per prompt): per attempt, Pass@k for
     k = 1..n (the unbiased estimator per prompt, averaged over prompts; se = std over prompts /
@@ -322,10 +325,10 @@ def attempt_figures(rows: list[dict], task) -> dict:
     from bae.evaluation.generations import group_by_prompt
     from bae.evaluation.tts import pass_at_k
 
-    prompts = list(group_by_prompt(rows).values())
+    prompts = list(group_by_prompt(attempt_marks(rows, task)).values())
     n = min(len(p) for p in prompts)
     ks = list(range(1, n + 1))
-    marks = [[attempt_correct(task, r["completion"], r["gold"]) for r in p[:n]] for p in prompts]
+    marks = [[r["marks"] for r in p[:n]] for p in prompts]
     out: dict = {"k": ks, "prompts": len(prompts), "samples_per_prompt": n}
     for j, attempt in enumerate(ATTEMPTS):
         values = np.array([[pass_at_k(n, sum(m[j] for m in ms), k) for k in ks] for ms in marks])  # [P, K]
@@ -335,7 +338,7 @@ def attempt_figures(rows: list[dict], task) -> dict:
     out["fixed"] = sum(not a and b for a, b, _ in flat) / len(flat)
     out["broken"] = sum(a and not b for a, b, _ in flat) / len(flat)
     out["changed"] = sum(c for _, _, c in flat) / len(flat)
-    out["malformed"] = sum(task.score(r["completion"], r["gold"]).malformed for p in prompts for r in p[:n]) / len(flat)
+    out["malformed"] = sum(not task.split(r["completion"]).well_formed for p in prompts for r in p[:n]) / len(flat)
     return out
 
 
@@ -522,6 +525,7 @@ def run_demo(out_dir: str = "runs/demo", steps: int | None = None, seed: int = 0
     }
     resamples = base.eval.bootstrap
     if task == "two_attempt":
+        generations = {name: attempt_marks(rows, the_task) for name, rows in generations.items()}  # verified once
         summary["attempts"] = {name: attempt_figures(rows, the_task) for name, rows in generations.items()}
         summary["differences"] = attempt_differences(generations, the_task, summary["reference"], resamples, seed)
         curves_plot(logs, out / "curves.png", the_task.block_names,
