@@ -26,7 +26,6 @@ def main() -> None:
     parser.add_argument("--out", default="runs/group_size")
     args = parser.parse_args()
 
-    from bae import tasks
     from bae.embedded import demo_config, resolve_model
     from bae.embedded.demo import FIGURES
     from bae.runs.config import parse
@@ -35,7 +34,7 @@ def main() -> None:
     DEMO = demo_config()
     out = Path(args.out)
     base = parse({**DEMO, "seed": args.seed, "output_dir": str(out)})
-    policy = resolve_model("tiny", out / "warm_start", tasks.get(base.task.name, **base.task.options),
+    policy = resolve_model("tiny", out / "warm_start", base.task.build(),
                            levels=base.data.levels, seed=args.seed)
     rows = []
     for g in (int(x) for x in args.groups.split(",")):

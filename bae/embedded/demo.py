@@ -473,7 +473,6 @@ def run_demo(out_dir: str = "runs/demo", steps: int | None = None, seed: int = 0
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
-    from bae import tasks
     from bae.evaluation.generations import read_generations
     from bae.evaluation.sampling import load_transformers
     from bae.io import atomic_write_text
@@ -491,7 +490,7 @@ def run_demo(out_dir: str = "runs/demo", steps: int | None = None, seed: int = 0
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = parse({**config, "seed": seed, "output_dir": str(out)}, "demo")
-    the_task = tasks.load(base.task.name, **base.task.options)
+    the_task = base.task.build()
 
     start = time.time()
     console.print(f"[bold]warm start[/] of the tiny policy (supervised, on {base.task.name} demonstrations)")

@@ -68,7 +68,7 @@ class _Scorer:
                              "for task.score")
         key = (tuple(completion_text(c) for c in completions), tuple(str(g) for g in golds))
         if key != self._key:
-            self._scores = [self.task.score(text, gold) for text, gold in zip(*key, strict=True)]
+            self._scores = self.task.score_many(list(key[0]), list(key[1]))  # the batch's verifier calls at once
             self._key = key
         return self._scores
 

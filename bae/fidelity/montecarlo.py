@@ -37,7 +37,7 @@ def stratified_outcomes(task, name: str, samples: Sequence[dict], groups: np.nda
 
     variant = task if task.config.outcomes == (name,) else tasks.from_config(
         {**task.config.model_dump(), "outcomes": [name]})
-    scores = [variant.score(s["completion"], s["gold"]) for s in samples]
+    scores = variant.score_many([s["completion"] for s in samples], [s["gold"] for s in samples])
     outcomes = np.array([s.outcomes for s in scores], dtype=np.int64)
     return variant.group_outcomes(outcomes, [s.prefix_answers for s in scores], groups)
 

@@ -168,10 +168,11 @@ class Task:
     def split(self, completion: str) -> Split:
         return self.schema.split(completion if isinstance(completion, str) else "")
 
-    def score(self, completion: str, gold: str, verify=None) -> Score:
+    def score(self, completion: str, gold: str, verify=None, split: Split | None = None) -> Score:
         """Score one completion against its gold answer; never raises on any text. `verify`
-        replaces the task's verifier for this call (score_many passes precomputed verdicts)."""
-        split = self.split(completion)
+        replaces the task's verifier for this call and `split` is self.split(completion) when the
+        caller has it (score_many passes both: precomputed verdicts, each text split once)."""
+        split = self.split(completion) if split is None else split
         gold = gold if isinstance(gold, str) else str(gold)
         ctx = Context(split.fields, gold, verify or self.verify, self.config.abstain)
         k_all = self.num_blocks
@@ -214,9 +215,10 @@ class Task:
         from bae.verify import verify_many
 
         golds = [g if isinstance(g, str) else str(g) for g in golds]
+        splits = [self.split(c) for c in completions]
         pairs: dict[tuple[str, str], None] = {}
-        for completion, gold in zip(completions, golds, strict=True):
-            answers = [f.get("answer") or None for f in self.split(completion).fields]
+        for split, gold in zip(splits, golds, strict=True):
+            answers = [f.get("answer") or None for f in split.fields]
             for k, answer in enumerate(answers):
                 if answer is None:
                     continue
@@ -230,4 +232,4 @@ class Task:
             found = verdicts.get((prediction, gold))
             return bool(self.verify(prediction, gold)) if found is None else found
 
-        return [self.score(c, g, verify) for c, g in zip(completions, golds)]
+        return [self.score(c, g, verify, split) for c, g, split in zip(completions, golds, splits)]
