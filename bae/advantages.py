@@ -161,17 +161,22 @@ def ocb_shrink(r, group, outcome, *, shrink: float = 1.0):
 EB_POOLS = ("others", "batch")
 
 
-def _check_eb(pool: str = "others") -> None:
+def _check_eb(pool: str = "others", pretest: float | None = None) -> None:
     if pool not in EB_POOLS:
         raise ValueError(f"ocb_eb: pool must be one of {EB_POOLS}, got {pool!r}")
+    if pretest is not None and (isinstance(pretest, bool) or not isinstance(pretest, (int, float))
+                                or not 0 < pretest < 1):
+        raise ValueError(f"ocb_eb: pretest must be None or a level in (0, 1), e.g. 0.05, got {pretest!r}")
 
 
-def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str = "others") -> np.ndarray:
+def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str = "others",
+               pretest: float | None = None) -> np.ndarray:
     """[N] the empirical-Bayes weight lam_i of ocb_eb (see there): lam = tau2 n_s / (tau2 n_s + sigma2),
     with sigma2 (within-stratum noise) and tau2 (between-strata variance) pooled over the batch's
     groups ("batch") or over every group but the row's own ("others"); 1 where they cannot be estimated
-    or sigma2 = 0."""
-    _check_eb(pool)
+    or sigma2 = 0. pretest = alpha: tau2 = 0 where the pool's F statistic does not exceed its
+    1 - alpha quantile."""
+    _check_eb(pool, pretest)
     n = len(r)
     if n == 0:
         return np.zeros(0)
@@ -198,13 +203,28 @@ def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str 
     # dfw_p and mixed_p are counts (exact in float64): 0 exactly when the pool has no such stratum / group
     sigma2 = np.where(dfw_p > 0, ssw_p / np.maximum(dfw_p, 1.0), np.nan)  # [G]
     tau2 = np.where(mixed_p > 0, np.maximum(ssb_p - sigma2 * dfb_p, 0.0) / np.where(mixed_p > 0, d_p, 1.0), np.nan)  # [G]
+    if pretest is not None:
+        tau2 = np.where(_strata_differ(ssb_p, dfb_p, sigma2, dfw_p, pretest), tau2, np.where(np.isnan(tau2), np.nan, 0.0))
     sig, tau, ns = sigma2[group], tau2[group], s_n[ids]  # [N]
     known = np.isfinite(sig) & np.isfinite(tau) & (sig > 0)
     return np.where(known, tau * ns / np.where(known, tau * ns + sig, 1.0), 1.0)
 
 
+def _strata_differ(ssb: np.ndarray, dfb: np.ndarray, sigma2: np.ndarray, dfw: np.ndarray, alpha: float) -> np.ndarray:
+    """[G] True where the pooled one-way ANOVA rejects "no between-strata variance" at level alpha:
+    F = (SSB / df_B) / sigma2 > F_{1 - alpha}(df_B, df_W). sigma2 = 0 with SSB > 0 rejects; where
+    there is nothing to test (df_B = 0 or df_W = 0) the result is unused (tau2 or sigma2 is NaN)."""
+    from scipy import stats  # the F quantile; scipy is a dependency of bae
+
+    ok = (dfb > 0) & (dfw > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(ok, ssb / np.maximum(dfb, 1.0) / sigma2, 0.0)
+    f = np.where(ok & (sigma2 == 0), np.where(ssb > 0, np.inf, 0.0), f)
+    return ok & (f > stats.f.ppf(1.0 - alpha, np.maximum(dfb, 1.0), np.maximum(dfw, 1.0)))
+
+
 @register_baseline("ocb_eb", needs_outcomes=True, check=_check_eb)
-def ocb_eb(r, group, outcome, *, pool: str = "others"):
+def ocb_eb(r, group, outcome, *, pool: str = "others", pretest: float | None = None):
     """OCB shrunk toward the group mean by a strength estimated from the batch (empirical Bayes):
 
         b_i = lam_i * m_S(i) + (1 - lam_i) * m_g(i),    lam_i = tau2 |S(i)| / (tau2 |S(i)| + sigma2),
@@ -235,8 +255,18 @@ def ocb_eb(r, group, outcome, *, pool: str = "others"):
     ratio (no stratum of two or more: no sigma2; no group of two strata or more: no tau2; a batch of
     one group under "others") lam = 1, OCB. A stratum that is the whole group is unchanged (m_S = m_g),
     a group of one gets A = 0, N = 0 gives [].
+
+    pretest=alpha (opt-in; None, the default, is the plain estimate above): tau2 is set to 0 (the
+    group mean) unless the pool's ANOVA F statistic, F = (sum_g SSB_g / sum_g (S_g - 1)) / sigma2,
+    exceeds its 1 - alpha quantile under "no between-strata variance", F(sum_g (S_g - 1),
+    sum_g (n_g - S_g)). Why: where the strata truly have one value, the positive part above makes
+    tau2 > 0 for about half of the batches and that noise costs RMSE against the group mean; the
+    test keeps it for about alpha of them. The price: where strata differ but the pool is small
+    (few groups), the test sometimes misses and falls back to the group mean
+    (benchmarks/RESULTS.md, "Beyond OCB", measures both). lam still depends on other groups only,
+    so the validity argument above is unchanged.
     """
-    lam = eb_weights(r, group, outcome, pool)
+    lam = eb_weights(r, group, outcome, pool, pretest)
     ids, _ = strata(group, outcome)
     s_sums, s_counts = _segment_mean(r, ids, int(ids.max(initial=-1)) + 1)
     return lam * (s_sums / np.maximum(s_counts, 1)) + (1.0 - lam) * group_mean(r, group, outcome) if len(r) else np.zeros(0)

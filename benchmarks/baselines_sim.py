@@ -1,7 +1,8 @@
 """The baselines in the exact simulator (bae.fidelity.simulate), regime by regime and G by G.
 
     python benchmarks/baselines_sim.py [--batches 200] [--prompts 32] [--groups 4,8,16,32]
-                                       [--seed 0] [--bootstrap 500] [--json out.json]
+                                       [--regimes flat,weak,strong] [--seed 0] [--bootstrap 500]
+                                       [--json out.json]
 
 Each regime is simulated once per group size G: batches x prompts prompts, G samples each, cut into
 batches of `prompts` groups (what one training step, or one `bae fidelity` replicate, sees: ocb_eb
@@ -18,9 +19,9 @@ The regimes (fixed here, before any result; none is tuned to an estimator):
 p_x ~ U(0.1, 0.9) in all three; the confidence policy's width is the simulator's default (0.15).
 
 Printed: one RMSE table per regime (strata correct, incorrect, and "small": the rows whose stratum
-has one or two members), then the target check of ocb_eb: its RMSE within one se of the better of
-ocb and group_mean (per stratum), and strictly below ocb in the small strata (Δ < 0 by more than
-two paired se).
+has one or two members), then the target check of ocb_eb and of ocb_eb with its pretest at 0.05
+(`ocb_eb[pretest]`): RMSE within one se of the better of ocb and group_mean (per stratum), and
+strictly below ocb in the small strata (Δ < 0 by more than two paired se).
 """
 
 from __future__ import annotations
@@ -39,22 +40,26 @@ REGIMES = {
     "weak": dict(confidence_range=(0.4, 0.6)),
     "strong": dict(confidence_range=(0.05, 0.95)),
 }
-NAMES = ("batch_mean", "group_mean", "ocb", "ocb_shrink", "ocb_eb", "ocb_eb[batch]")
+VARIANTS = {"ocb_eb[batch]": {"pool": "batch"}, "ocb_eb[pretest]": {"pretest": 0.05}}
+"""ocb_eb with options: name -> keyword options of the baseline."""
+NAMES = ("batch_mean", "group_mean", "ocb", "ocb_shrink", "ocb_eb", *VARIANTS)
+CHECKED = ("ocb_eb", "ocb_eb[pretest]")
+"""The estimators checked against the issue's target."""
 STRATA = ("correct", "incorrect", "small")
 
 
 def errors(sim, batches: np.ndarray) -> dict[str, np.ndarray]:
     """Every compared estimator's block-2 error against the exact advantage, batch by batch."""
-    base = [n for n in NAMES if "[" not in n]
+    base = [n for n in NAMES if n not in VARIANTS]
     out = estimator_errors(sim.rewards, sim.groups, sim.outcomes, sim.reference_advantages, batches=batches,
                            baselines=base)
-    extra = np.empty(len(sim.groups))
-    for b in np.unique(batches):
-        rows = batches == b
-        a = blockwise_advantages(sim.rewards[rows], sim.groups[rows], sim.outcomes[rows], baseline="ocb_eb",
-                                 pool="batch")
-        extra[rows] = a[:, 1] - sim.reference_advantages[rows]
-    out["ocb_eb[batch]"] = extra
+    for name, options in VARIANTS.items():
+        out[name] = np.empty(len(sim.groups))
+        for b in np.unique(batches):
+            rows = batches == b
+            a = blockwise_advantages(sim.rewards[rows], sim.groups[rows], sim.outcomes[rows], baseline="ocb_eb",
+                                     **options)
+            out[name][rows] = a[:, 1] - sim.reference_advantages[rows]
     return out
 
 
@@ -80,10 +85,10 @@ def fmt(x: float, se: float | None = None) -> str:
     return f"{x:.3f}" if se is None or math.isnan(se) else f"{x:.3f} ± {se:.3f}"
 
 
-def target(cell: dict) -> tuple[str, float, float]:
-    """(which of ocb / group_mean is better, ocb_eb - better, the better one's RMSE se)."""
+def target(cell: dict, name: str = "ocb_eb") -> tuple[str, float, float]:
+    """(which of ocb / group_mean is better, name - better, the better one's RMSE se)."""
     better = "ocb" if cell["ocb"]["rmse"] <= cell["group_mean"]["rmse"] else "group_mean"
-    return better, cell["ocb_eb"]["rmse"] - cell[better]["rmse"], cell[better]["rmse_se"]
+    return better, cell[name]["rmse"] - cell[better]["rmse"], cell[better]["rmse_se"]
 
 
 def main() -> None:
@@ -93,11 +98,15 @@ def main() -> None:
     parser.add_argument("--groups", default="4,8,16,32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=500)
+    parser.add_argument("--regimes", default=",".join(REGIMES), help="a subset of " + ", ".join(REGIMES))
     parser.add_argument("--json", default=None, help="also write every figure to this file")
     args = parser.parse_args()
     sizes = [int(g) for g in args.groups.split(",")]
+    chosen = args.regimes.split(",")
+    if unknown := [r for r in chosen if r not in REGIMES]:
+        parser.error(f"unknown regimes {unknown}; choose from {list(REGIMES)}")
     results = {r: {g: measure(r, g, args.batches, args.prompts, args.seed, args.bootstrap) for g in sizes}
-               for r in REGIMES}
+               for r in chosen}
 
     print(f"{args.batches} batches x {args.prompts} prompts per G, seed {args.seed}; RMSE of A_hat - A (exact) "
           f"± bootstrap se over prompts ({args.bootstrap} resamples)")
@@ -110,21 +119,27 @@ def main() -> None:
                 print(f"| {g} | {stratum} | " + " | ".join(fmt(cell[stratum][n]["rmse"], cell[stratum][n]["rmse_se"])
                                                         for n in NAMES) + " |")
             print(f"| {g} | (rows in small strata) | {cell['small_fraction']:.2f} |" + " |" * (len(NAMES) - 1))
-    print("\n### ocb_eb against the target\n")
-    print("| regime | G | stratum | better of ocb / group_mean | ocb_eb - better (paired se) | within 1 se of "
-          "the better's RMSE | ocb_eb - ocb, small strata (paired se) | strictly below ocb there |")
-    print("|---|---|---|---|---|---|---|---|")
-    for regime, per in results.items():
-        for g, cell in per.items():
-            small = cell["small"]["ocb_eb"]
-            d_small, se_small = small["rmse_minus_ocb"], small["rmse_minus_ocb_se"]
-            below = "yes" if d_small < -2 * se_small else "no"
-            for stratum in ("correct", "incorrect"):
-                better, diff, se = target(cell[stratum])
-                key = "rmse_minus_ocb" if better == "ocb" else "rmse_minus_group_mean"
-                paired = cell[stratum]["ocb_eb"][key + "_se"]
-                print(f"| {regime} | {g} | {stratum} | {better} | {diff:+.4f} ({paired:.4f}) | "
-                      f"{'yes' if diff <= se else 'no'} (se {se:.4f}) | {d_small:+.4f} ({se_small:.4f}) | {below} |")
+    for name in CHECKED:
+        print(f"\n### {name} against the target\n")
+        print(f"| regime | G | stratum | better of ocb / group_mean | {name} - better (paired se) | within 1 se of "
+              f"the better's RMSE | {name} - ocb, small strata (paired se) | strictly below ocb there |")
+        print("|---|---|---|---|---|---|---|---|")
+        misses = 0
+        for regime, per in results.items():
+            for g, cell in per.items():
+                small = cell["small"][name]
+                d_small, se_small = small["rmse_minus_ocb"], small["rmse_minus_ocb_se"]
+                below = d_small < -2 * se_small
+                for stratum in ("correct", "incorrect"):
+                    better, diff, se = target(cell[stratum], name)
+                    key = "rmse_minus_ocb" if better == "ocb" else "rmse_minus_group_mean"
+                    paired = cell[stratum][name][key + "_se"]
+                    misses += diff > se
+                    print(f"| {regime} | {g} | {stratum} | {better} | {diff:+.4f} ({paired:.4f}) | "
+                          f"{'yes' if diff <= se else 'no'} (se {se:.4f}) | {d_small:+.4f} ({se_small:.4f}) | "
+                          f"{'yes' if below else 'no'} |")
+                misses += not below
+        print(f"\n{name}: {misses} cells miss the target (within 1 se: 2 per regime and G; below ocb in small strata: 1)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "regimes": {k: {"options": {kk: list(vv) for kk, vv in v.items()}}

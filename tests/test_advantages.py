@@ -6,16 +6,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats as scipy_stats
 
 from bae.advantages import BASELINES, blockwise_advantages, eb_weights, ocb_eb, register_baseline
 
 EPS = 1e-6
 
 
-def eb_reference(r, g, o, pool="others"):
+def eb_reference(r, g, o, pool="others", pretest=None):
     """ocb_eb's lam_i, member by member: the one-way ANOVA estimates of sigma2 and tau2 from the
     groups in the pool (every group but i's own, or all), lam = tau2 n_s / (tau2 n_s + sigma2),
-    1 where they are undefined or sigma2 = 0."""
+    1 where they are undefined or sigma2 = 0; with pretest = alpha, tau2 = 0 unless
+    F = (SSB / df_B) / sigma2 > F_{1 - alpha}(df_B, df_W)."""
     n = len(r)
     lam = np.ones(n)
     for i in range(n):
@@ -42,6 +44,10 @@ def eb_reference(r, g, o, pool="others"):
             continue
         sigma2 = ssw / dfw
         tau2 = max(ssb - sigma2 * dfb, 0.0) / d
+        if pretest is not None:
+            f_stat = (ssb / dfb) / sigma2 if sigma2 > 0 else (np.inf if ssb > 0 else 0.0)
+            if not f_stat > scipy_stats.f.ppf(1 - pretest, dfb, dfw):
+                tau2 = 0.0
         n_s = sum(1 for j in range(n) if g[j] == g[i] and o[j] == o[i])
         if sigma2 > 0:
             lam[i] = tau2 * n_s / (tau2 * n_s + sigma2)
@@ -289,6 +295,19 @@ def test_ocb_eb_weights_match_the_anova_formula(pool, seed):
     np.testing.assert_allclose(got, reference(r, g, o, "ocb_eb", pool=pool), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("pool", ["others", "batch"])
+@pytest.mark.parametrize("seed", range(12))
+def test_ocb_eb_pretest_weights_match_the_f_test(pool, seed):
+    """pretest = alpha: lam_i is the plain weight where the pool's F statistic exceeds the F(df_B,
+    df_W) quantile 1 - alpha and 0 elsewhere, row by row (the loop reference runs the test itself)."""
+    r, g, o = random_batch(seed, k=2, outcome_values=1 + seed % 4)
+    gid = np.unique(g, return_inverse=True)[1]
+    oid = np.unique(o[:, 1], return_inverse=True)[1]
+    for alpha in (0.05, 0.5):
+        np.testing.assert_allclose(eb_weights(r[:, 1], gid, oid, pool, pretest=alpha),
+                                   eb_reference(r[:, 1], g, o[:, 1], pool, pretest=alpha), rtol=1e-9, atol=1e-12)
+
+
 def _two_strata_batch(seed, groups=40, size=8, gap=0.0, noise=1.0):
     """groups x size rows; outcome 1 with prob 1/2; block-2 reward = gap * outcome + prompt effect + noise."""
     rng = np.random.default_rng(seed)
@@ -349,6 +368,39 @@ def test_ocb_eb_is_group_mean_when_strata_carry_no_signal():
     assert np.mean(lams) < 0.25 and to_gm < to_ocb / 10
 
 
+def test_ocb_eb_pretest_keeps_flat_strata_at_the_group_mean():
+    """No stratum effect: the plain estimate gives lam > 0 to about half of the rows (tau2's
+    positive part: SSB exceeds its null mean about half of the time), the pretest at alpha = 0.05
+    to about 5% of them (F exceeds its 95% quantile with probability alpha under the null); the
+    squared distance of the advantages to group_mean's follows."""
+    plain, tested = [], []
+    gap_plain = gap_tested = 0.0
+    for seed in range(200):
+        r, g, o = _two_strata_batch(seed, groups=16, gap=0.0)
+        plain.append((eb_weights(r[:, 1], g, o[:, 1]) > 0).mean())
+        tested.append((eb_weights(r[:, 1], g, o[:, 1], pretest=0.05) > 0).mean())
+        gm = blockwise_advantages(r, g, o, baseline="group_mean")[:, 1]
+        gap_plain += ((blockwise_advantages(r, g, o, baseline="ocb_eb")[:, 1] - gm) ** 2).sum()
+        gap_tested += ((blockwise_advantages(r, g, o, baseline="ocb_eb", pretest=0.05)[:, 1] - gm) ** 2).sum()
+    assert 0.35 < np.mean(plain) < 0.65 and 0.01 < np.mean(tested) < 0.09
+    assert gap_tested < gap_plain / 3
+
+
+def test_ocb_eb_pretest_changes_nothing_when_strata_clearly_differ():
+    """A stratum gap of 3 noise sd over 40 groups: F is far above any quantile, so the pretest
+    passes for every row and the weights equal the plain ones."""
+    r, g, o = _two_strata_batch(5, gap=3.0)
+    np.testing.assert_array_equal(eb_weights(r[:, 1], g, o[:, 1], pretest=0.01), eb_weights(r[:, 1], g, o[:, 1]))
+    assert eb_weights(r[:, 1], g, o[:, 1]).min() > 0.5
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, True, "0.05", float("nan")])
+def test_ocb_eb_refuses_a_bad_pretest_level(bad):
+    r, g, o = _two_strata_batch(0)
+    with pytest.raises(ValueError, match="pretest"):
+        blockwise_advantages(r, g, o, baseline="ocb_eb", pretest=bad)
+
+
 def test_ocb_eb_weight_grows_with_stratum_size_and_gap():
     """lam = tau2 n_s / (tau2 n_s + sigma2): larger strata and larger between-strata spread trust
     the stratum mean more (shrink less)."""
@@ -362,22 +414,23 @@ def test_ocb_eb_weight_grows_with_stratum_size_and_gap():
     assert eb_weights(r_big[:, 1], g_big, o_big[:, 1]).mean() > lam.mean()
 
 
+@pytest.mark.parametrize("pretest", [None, 0.5])
 @pytest.mark.parametrize("seed", range(6))
-def test_ocb_eb_depends_on_its_own_reward_at_most_as_much_as_ocb(seed):
-    """The validity property (pool="others"): lam of group g does not depend on g's rewards, so b_i
-    is linear in them; its weight on r_i is lam/|S(i)| + (1 - lam)/n_g <= 1/|S(i)|, OCB's weight.
+def test_ocb_eb_depends_on_its_own_reward_at_most_as_much_as_ocb(seed, pretest):
+    """The validity property (pool="others", with or without the pretest): lam of group g does not
+    depend on g's rewards, so b_i is linear in them; its weight on r_i is lam/|S(i)| + (1 - lam)/n_g <= 1/|S(i)|, OCB's weight.
     Checked by moving r_i alone, by a large amount, and reading the change of b_i."""
     r, g, o = random_batch(seed, k=2, outcome_values=2 + seed % 2)
     gid = np.unique(g, return_inverse=True)[1]
     oid = np.unique(o[:, 1], return_inverse=True)[1]
-    base = ocb_eb(r[:, 1], gid, oid)
-    lam = eb_weights(r[:, 1], gid, oid)
+    base = ocb_eb(r[:, 1], gid, oid, pretest=pretest)
+    lam = eb_weights(r[:, 1], gid, oid, pretest=pretest)
     for i in range(len(g)):
         moved = r[:, 1].copy()
         moved[i] += 50.0
-        b = ocb_eb(moved, gid, oid)
+        b = ocb_eb(moved, gid, oid, pretest=pretest)
         same_group = gid == gid[i]
-        np.testing.assert_allclose(eb_weights(moved, gid, oid)[same_group], lam[same_group], atol=1e-12)
+        np.testing.assert_allclose(eb_weights(moved, gid, oid, pretest=pretest)[same_group], lam[same_group], atol=1e-12)
         n_s = np.sum(same_group & (oid == oid[i]))
         n_g = np.sum(same_group)
         w = (b[i] - base[i]) / 50.0

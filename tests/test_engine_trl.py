@@ -216,6 +216,7 @@ def _refusal_cases():
         (dict(baseline="nope"), "unknown baseline"),
         (dict(baseline="ocb", baseline_options={"shrink": 2.0}), "ocb"),
         (dict(baseline="ocb_shrink", baseline_options={"shrink": -1.0}), "shrink"),
+        (dict(baseline="ocb_eb", baseline_options={"pretest": 1.0}), "pretest"),
         (dict(scale="std"), "scale"),
         (dict(reward_funcs=[lambda completions, **kw: [0.0] * len(completions)]), "reward_funcs"),
         (dict(args=dict(reward_weights=[1.0, 0.5])), "reward_weights"),
