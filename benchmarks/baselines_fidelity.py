@@ -7,6 +7,12 @@ ocb_eb and the answer-class strata alone (ocb@answer_class) and under ocb_eb
 (ocb_eb@answer_class), in the correct / incorrect strata and the rows in small strata (1 or 2
 members under correct/incorrect); then the target check of ocb_eb (within one se of the better
 of ocb and group_mean; strictly below ocb in the small strata: Δ < 0 by more than two paired se).
+
+Then the same check for ocb_eb with its F pretest at 0.05 (`ocb_eb[pretest]`), whose errors
+`bae fidelity` does not compute (it runs every baseline with its default options): they are
+recomputed from the run's samples.jsonl (rewards, outcomes, A_MC of every sample) with the run's
+group sizes, batches and bootstrap, and the same recomputation of ocb, group_mean and ocb_eb must
+give metrics.json's figures (checked: it stops otherwise).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 NAMES = ("group_mean", "ocb", "ocb_shrink", "ocb_eb", "ocb@answer_class", "ocb_eb@answer_class")
 STRATA = ("correct", "incorrect", "small_strata")
@@ -62,9 +69,85 @@ def tables(path: str) -> str:
     return "\n".join(lines)
 
 
+PRETEST = {"ocb_eb[pretest]": ("ocb_eb", {"pretest": 0.05})}
+CHECK_STRATA = {"correct": 1, "incorrect": 0}
+
+
+def recomputed(path: str) -> dict[str, dict]:
+    """G -> {"estimators": {name: {stratum: summary}}} for group_mean, ocb, ocb_eb and PRETEST, from
+    the samples.jsonl beside metrics.json, as bae.fidelity.montecarlo computes them."""
+    import numpy as np
+
+    from bae.fidelity import estimator_errors, stratum_sizes, summarize_errors
+    from bae.tasks import MALFORMED_OUTCOME
+
+    m = json.loads(open(path).read())
+    if m["setup"]["task_outcomes"] != ["correct"]:
+        raise SystemExit(f"{path}: the recomputation reads the strata from the task's outcome; it is "
+                         f"{m['setup']['task_outcomes']}, not ['correct']")
+    rows = [json.loads(line) for line in open(Path(path).parent / "samples.jsonl") if line.strip()]
+    order = {p: i for i, p in enumerate(dict.fromkeys(r["prompt_id"] for r in rows))}
+    prompt = np.array([order[r["prompt_id"]] for r in rows])  # dense ids in file order, as the run's
+    sample = np.array([r["sample"] for r in rows])
+    rewards = np.array([r["rewards"] for r in rows], dtype=np.float64)
+    outcomes = np.array([r["outcomes"] for r in rows], dtype=np.int64)
+    a_mc = np.array([r["a_mc"] for r in rows], dtype=np.float64)
+    gmax, boot, seed = m["setup"]["pool_per_prompt"], m["config"]["bootstrap"], m["config"]["seed"]
+    out = {}
+    for g in m["groups"]:
+        reps = gmax // int(g)
+        idx = np.nonzero(sample < reps * int(g))[0]
+        batches = sample[idx] // int(g)
+        errs = estimator_errors(rewards[idx], prompt[idx], outcomes[idx], a_mc[idx], block=1, batches=batches,
+                                baselines=["group_mean", "ocb", "ocb_eb"], variants=PRETEST)
+        sizes = stratum_sizes(prompt[idx], outcomes[idx, 1], batches)
+        masks = {name: outcomes[idx, 1] == value for name, value in CHECK_STRATA.items()}
+        masks["small_strata"] = (sizes <= 2) & (outcomes[idx, 1] != MALFORMED_OUTCOME)
+        per = {name: {} for name in errs}
+        for stratum, mask in masks.items():
+            s_ocb = summarize_errors(errs, prompt[idx], mask, bootstrap=boot, seed=seed, reference="ocb")
+            s_gm = summarize_errors(errs, prompt[idx], mask, bootstrap=boot, seed=seed, reference="group_mean")
+            for name in errs:
+                per[name][stratum] = {**s_ocb[name], **{k: v for k, v in s_gm[name].items() if "group_mean" in k}}
+        for name in ("group_mean", "ocb", "ocb_eb"):
+            for stratum in masks:
+                want, got = m["groups"][g]["estimators"][name][stratum]["rmse"], per[name][stratum]["rmse"]
+                if not (math.isclose(want, got, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(want) and math.isnan(got))):
+                    raise SystemExit(f"{path}: G = {g}, {name}, {stratum}: recomputed RMSE {got} != {want}")
+        out[g] = {"estimators": per}
+    return out
+
+
+def pretest_table(path: str) -> str:
+    """The target check of each PRETEST variant, recomputed from the run's samples."""
+    groups = recomputed(path)
+    lines = []
+    for name in PRETEST:
+        lines += [f"{name} ({path}, recomputed from samples.jsonl; ocb, group_mean and ocb_eb match metrics.json):",
+                  "", "| G | stratum | better of ocb / group_mean | rmse | " + name + " - better | within 1 se | "
+                  f"{name} - ocb, small strata (paired se) | strictly below ocb there |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for g, v in groups.items():
+            e = v["estimators"]
+            small = e[name]["small_strata"]
+            d, se = small.get("rmse_minus_ocb", math.nan), small.get("rmse_minus_ocb_se", math.nan)
+            below = "n/a" if small["n"] == 0 else ("yes" if d < -2 * se else "no")
+            for stratum in CHECK_STRATA:
+                if e["ocb"][stratum]["n"] == 0:
+                    continue
+                better = "ocb" if e["ocb"][stratum]["rmse"] <= e["group_mean"][stratum]["rmse"] else "group_mean"
+                diff = e[name][stratum]["rmse"] - e[better][stratum]["rmse"]
+                within = "yes" if diff <= e[better][stratum]["rmse_se"] else "no"
+                lines.append(f"| {g} | {stratum} | {better} | {e[name][stratum]['rmse']:.3f} | {diff:+.4f} "
+                             f"(se {e[better][stratum]['rmse_se']:.4f}) | {within} | {d:+.4f} ({se:.4f}) | {below} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     for path in sys.argv[1:]:
         print(tables(path))
+        print()
+        print(pretest_table(path))
         print()
 
 

@@ -32,7 +32,6 @@ import math
 
 import numpy as np
 
-from bae.advantages import blockwise_advantages
 from bae.fidelity import estimator_errors, simulate, stratum_sizes, summarize_errors
 
 REGIMES = {
@@ -50,17 +49,9 @@ STRATA = ("correct", "incorrect", "small")
 
 def errors(sim, batches: np.ndarray) -> dict[str, np.ndarray]:
     """Every compared estimator's block-2 error against the exact advantage, batch by batch."""
-    base = [n for n in NAMES if n not in VARIANTS]
-    out = estimator_errors(sim.rewards, sim.groups, sim.outcomes, sim.reference_advantages, batches=batches,
-                           baselines=base)
-    for name, options in VARIANTS.items():
-        out[name] = np.empty(len(sim.groups))
-        for b in np.unique(batches):
-            rows = batches == b
-            a = blockwise_advantages(sim.rewards[rows], sim.groups[rows], sim.outcomes[rows], baseline="ocb_eb",
-                                     **options)
-            out[name][rows] = a[:, 1] - sim.reference_advantages[rows]
-    return out
+    return estimator_errors(sim.rewards, sim.groups, sim.outcomes, sim.reference_advantages, batches=batches,
+                            baselines=[n for n in NAMES if n not in VARIANTS],
+                            variants={name: ("ocb_eb", options) for name, options in VARIANTS.items()})
 
 
 def measure(regime: str, group: int, batches: int, prompts: int, seed: int, bootstrap: int) -> dict:

@@ -179,6 +179,25 @@ def test_estimator_errors_batches_and_summaries():
         estimator_errors(r, g, o, np.zeros(3))
 
 
+def test_estimator_errors_variants_carry_their_options():
+    """A variant (name -> (baseline, options)) is the baseline run with those options, batch by batch:
+    ocb_shrink with shrink 0 is OCB and with a huge shrink the group mean (lam = n_s / (n_s + shrink));
+    a bad option is refused as blockwise_advantages refuses it."""
+    sim = simulate(16, 8, seed=3, confidence_range=(0.05, 0.95))
+    batches = sim.groups // 4
+    errs = estimator_errors(sim.rewards, sim.groups, sim.outcomes, sim.reference_advantages, batches=batches,
+                            baselines=["ocb", "group_mean"],
+                            variants={"no_shrink": ("ocb_shrink", {"shrink": 0.0}),
+                                      "all_shrink": ("ocb_shrink", {"shrink": 1e12})})
+    assert list(errs) == ["ocb", "group_mean", "no_shrink", "all_shrink"]
+    np.testing.assert_allclose(errs["no_shrink"], errs["ocb"], atol=1e-12)
+    np.testing.assert_allclose(errs["all_shrink"], errs["group_mean"], atol=1e-9)
+    assert not np.allclose(errs["ocb"], errs["group_mean"])
+    with pytest.raises(ValueError, match="pretest"):
+        estimator_errors(sim.rewards, sim.groups, sim.outcomes, sim.reference_advantages, baselines=[],
+                         variants={"bad": ("ocb_eb", {"pretest": 2.0})})
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="continuations"):
         FidelityConfig(continuations=1)

@@ -8,7 +8,7 @@ Monte-Carlo noise removed, and the bias with a cluster-robust standard error.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +23,7 @@ def estimator_errors(
     block: int = 1,
     batches: Any = None,
     baselines: Sequence[str] | None = None,
+    variants: Mapping[str, tuple[str, dict[str, Any]]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Error of every estimator's advantage against a reference: e[name] = A_hat[:, block] - A_ref.
 
@@ -34,6 +35,8 @@ def estimator_errors(
         batches: [N] optional batch ids; each batch is estimated on its own (batch_mean averages
             within it), as a training step sees one batch. None: one batch.
         baselines: names in BASELINES (default: all registered, in registration order).
+        variants: more estimators under names of their own: {name: (baseline, options)}, e.g.
+            {"ocb_eb[pretest]": ("ocb_eb", {"pretest": 0.05})}; after `baselines` in the result.
 
     Returns: {name: [N] float64 errors}, rows in input order.
     """
@@ -44,13 +47,14 @@ def estimator_errors(
     n = r.shape[0]
     if ref.shape != (n,):
         raise ValueError(f"reference_advantages must be [N] = [{n}], got shape {ref.shape}")
-    names = list(BASELINES) if baselines is None else list(baselines)
+    specs = {name: (name, {}) for name in (list(BASELINES) if baselines is None else list(baselines))}
+    specs.update(variants or {})
     b = np.zeros(n, dtype=np.int64) if batches is None else np.unique(np.asarray(batches), return_inverse=True)[1]
-    out = {name: np.empty(n, dtype=np.float64) for name in names}
+    out = {name: np.empty(n, dtype=np.float64) for name in specs}
     for batch in np.unique(b):
         rows = np.nonzero(b == batch)[0]
-        for name in names:
-            a = blockwise_advantages(r[rows], g[rows], o[rows], baseline=name)  # [n_b, K]
+        for name, (baseline, options) in specs.items():
+            a = blockwise_advantages(r[rows], g[rows], o[rows], baseline=baseline, **options)  # [n_b, K]
             out[name][rows] = a[:, block] - ref[rows]
     return out
 
