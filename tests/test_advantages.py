@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from bae.advantages import BASELINES, blockwise_advantages, eb_weights, ocb_eb, register_baseline
+from bae.advantages import BASELINES, MIN_PRETEST, blockwise_advantages, eb_weights, ocb_eb, register_baseline
 
 EPS = 1e-6
 
@@ -394,11 +394,20 @@ def test_ocb_eb_pretest_changes_nothing_when_strata_clearly_differ():
     assert eb_weights(r[:, 1], g, o[:, 1]).min() > 0.5
 
 
-@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, True, "0.05", float("nan")])
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, True, "0.05", float("nan"), float("inf"), 1e-17])
 def test_ocb_eb_refuses_a_bad_pretest_level(bad):
     r, g, o = _two_strata_batch(0)
     with pytest.raises(ValueError, match="pretest"):
         blockwise_advantages(r, g, o, baseline="ocb_eb", pretest=bad)
+
+
+def test_ocb_eb_pretest_takes_any_real_level_down_to_its_floor():
+    """numpy scalars are levels like floats; at the smallest accepted level (MIN_PRETEST) the F
+    quantile is finite, so a clear stratum gap still passes the test (lam as without it)."""
+    r, g, o = _two_strata_batch(5, gap=30.0)
+    plain = eb_weights(r[:, 1], g, o[:, 1])
+    np.testing.assert_array_equal(eb_weights(r[:, 1], g, o[:, 1], pretest=np.float32(0.05)), plain)
+    np.testing.assert_array_equal(eb_weights(r[:, 1], g, o[:, 1], pretest=MIN_PRETEST), plain)
 
 
 def test_ocb_eb_weight_grows_with_stratum_size_and_gap():

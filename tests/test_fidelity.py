@@ -182,7 +182,7 @@ def test_estimator_errors_batches_and_summaries():
 def test_estimator_errors_variants_carry_their_options():
     """A variant (name -> (baseline, options)) is the baseline run with those options, batch by batch:
     ocb_shrink with shrink 0 is OCB and with a huge shrink the group mean (lam = n_s / (n_s + shrink));
-    a bad option is refused as blockwise_advantages refuses it."""
+    a bad option, an option the baseline does not take, and a name that is already taken are refused."""
     sim = simulate(16, 8, seed=3, confidence_range=(0.05, 0.95))
     batches = sim.groups // 4
     errs = estimator_errors(sim.rewards, sim.groups, sim.outcomes, sim.reference_advantages, batches=batches,
@@ -193,9 +193,15 @@ def test_estimator_errors_variants_carry_their_options():
     np.testing.assert_allclose(errs["no_shrink"], errs["ocb"], atol=1e-12)
     np.testing.assert_allclose(errs["all_shrink"], errs["group_mean"], atol=1e-9)
     assert not np.allclose(errs["ocb"], errs["group_mean"])
-    with pytest.raises(ValueError, match="pretest"):
+    with pytest.raises(ValueError, match="pretest"):  # checked before any batch, even with no rows
+        estimator_errors(sim.rewards[:0], sim.groups[:0], sim.outcomes[:0], sim.reference_advantages[:0],
+                         baselines=[], variants={"bad": ("ocb_eb", {"pretest": 2.0})})
+    with pytest.raises(ValueError, match="unexpected keyword"):  # an option the baseline does not take
         estimator_errors(sim.rewards, sim.groups, sim.outcomes, sim.reference_advantages, baselines=[],
-                         variants={"bad": ("ocb_eb", {"pretest": 2.0})})
+                         variants={"bad": ("ocb_eb", {"scale": "group"})})
+    with pytest.raises(ValueError, match="name of its own"):  # would silently replace ocb's column
+        estimator_errors(sim.rewards, sim.groups, sim.outcomes, sim.reference_advantages, baselines=["ocb"],
+                         variants={"ocb": ("ocb_eb", {"pretest": 0.05})})
 
 
 def test_config_validation():

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bae.advantages import BASELINES, blockwise_advantages, strata
+from bae.advantages import BASELINES, blockwise_advantages, check_options, strata
 
 def estimator_errors(
     rewards: Any,
@@ -48,7 +48,11 @@ def estimator_errors(
     if ref.shape != (n,):
         raise ValueError(f"reference_advantages must be [N] = [{n}], got shape {ref.shape}")
     specs = {name: (name, {}) for name in (list(BASELINES) if baselines is None else list(baselines))}
-    specs.update(variants or {})
+    for name, (baseline, options) in (variants or {}).items():
+        if name in specs:
+            raise ValueError(f"variant {name!r} has the name of a compared estimator; give it a name of its own")
+        check_options(baseline, dict(options))  # before any batch (also for N = 0): a clear ValueError
+        specs[name] = (baseline, dict(options))
     b = np.zeros(n, dtype=np.int64) if batches is None else np.unique(np.asarray(batches), return_inverse=True)[1]
     out = {name: np.empty(n, dtype=np.float64) for name in specs}
     for batch in np.unique(b):
