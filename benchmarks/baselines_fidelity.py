@@ -92,6 +92,8 @@ def recomputed(path: str) -> dict[str, dict]:
     rewards = np.array([r["rewards"] for r in rows], dtype=np.float64)
     outcomes = np.array([r["outcomes"] for r in rows], dtype=np.int64)
     a_mc = np.array([r["a_mc"] for r in rows], dtype=np.float64)
+    mc_noise = np.array([np.var(r["continuation_rewards"], ddof=1) / len(r["continuation_rewards"])
+                         if len(r["continuation_rewards"]) > 1 else 0.0 for r in rows])  # s^2 / M, as the run's
     gmax, boot, seed = m["setup"]["pool_per_prompt"], m["config"]["bootstrap"], m["config"]["seed"]
     out = {}
     for g in m["groups"]:
@@ -105,15 +107,18 @@ def recomputed(path: str) -> dict[str, dict]:
         masks["small_strata"] = (sizes <= 2) & (outcomes[idx, 1] != MALFORMED_OUTCOME)
         per = {name: {} for name in errs}
         for stratum, mask in masks.items():
-            s_ocb = summarize_errors(errs, prompt[idx], mask, bootstrap=boot, seed=seed, reference="ocb")
-            s_gm = summarize_errors(errs, prompt[idx], mask, bootstrap=boot, seed=seed, reference="group_mean")
+            s_ocb = summarize_errors(errs, prompt[idx], mask, mc_noise=mc_noise[idx], bootstrap=boot, seed=seed,
+                                     reference="ocb")
+            s_gm = summarize_errors(errs, prompt[idx], mask, mc_noise=mc_noise[idx], bootstrap=boot, seed=seed,
+                                    reference="group_mean")
             for name in errs:
                 per[name][stratum] = {**s_ocb[name], **{k: v for k, v in s_gm[name].items() if "group_mean" in k}}
         for name in ("group_mean", "ocb", "ocb_eb"):
             for stratum in masks:
-                want, got = m["groups"][g]["estimators"][name][stratum]["rmse"], per[name][stratum]["rmse"]
-                if not (math.isclose(want, got, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(want) and math.isnan(got))):
-                    raise SystemExit(f"{path}: G = {g}, {name}, {stratum}: recomputed RMSE {got} != {want}")
+                for figure in ("rmse", "rmse_exact"):
+                    want, got = m["groups"][g]["estimators"][name][stratum][figure], per[name][stratum][figure]
+                    if not (math.isclose(want, got, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(want) and math.isnan(got))):
+                        raise SystemExit(f"{path}: G = {g}, {name}, {stratum}: recomputed {figure} {got} != {want}")
         out[g] = {"estimators": per}
     return out
 
