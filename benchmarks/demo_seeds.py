@@ -2,6 +2,8 @@
 
     python benchmarks/demo_seeds.py [--task arithmetic|two_attempt] [--seeds 0,1,2,3,4]
                                     [--out runs/demo_seeds] [--steps N] [--report-only]
+                                    [--methods bae+ocb,...] [--task-option KEY=VALUE ...]
+                                    [--against DIR]
 
 Each seed is one whole `bae demo` (its own warm start, then every method from it, evaluated on the
 same held-out problems) in OUT/TASK/seed-S; a seed whose metrics.json exists is read, not rerun.
@@ -12,6 +14,12 @@ training and of the evaluation together, where the demo's own paired bootstrap c
 evaluation. Writes OUT/TASK/report.md, summary.json and seeds.png (one panel per figure: each
 seed's difference as a dot, the mean and its interval as a bar, zero as a line), and prints the
 report. Which seeds run is fixed before anything runs; a method is never chosen by how it fares.
+
+A variant of some methods (`--methods` with `--task-option`, e.g. malformed=carry) is compared with
+a full run over the same seeds by `--against DIR` (DIR: another --out with the same --task and
+--steps): its policies join DIR's, per seed, as "NAME[KEY=VALUE]" (same warm start, same held-out
+prompts: the warm start is deterministic in the seed), and the report (OUT/TASK/against.md,
+against.json, against.png) pairs every policy with DIR's bae+ocb.
 
 The issue's target (arithmetic): bae+ocb's ECE below bae+group_mean's, rlcr's and gdpo's with
 intervals that exclude zero, at accuracy within 1 point of rlvr; the report says whether it is met.
@@ -150,13 +158,23 @@ def main() -> None:
     parser.add_argument("--out", default="runs/demo_seeds")
     parser.add_argument("--steps", type=int, default=None, help="RL steps per method (default: the demo's)")
     parser.add_argument("--report-only", action="store_true", help="aggregate the seeds already in OUT, run nothing")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of the demo's methods (default: all)")
+    parser.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a task option on top of the demo's (repeatable), e.g. malformed=carry")
+    parser.add_argument("--against", default=None, metavar="DIR",
+                        help="pair this run's policies with those of the run in DIR (same seeds, task, steps)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out) / args.task
 
-    from bae.embedded.demo import REFERENCE, run_demo
+    from bae.embedded.demo import REFERENCE, run_demo, settings
     from bae.io import atomic_write_text
 
+    options = dict(item.split("=", 1) for item in args.task_option)
+    if bad := [item for item in args.task_option if "=" not in item]:
+        parser.error(f"--task-option takes KEY=VALUE, got {bad}")
+    overrides = {"task": {"options": {**settings(args.task)["task"].get("options", {}), **options}}} if options else None
+    methods = tuple(args.methods.split(",")) if args.methods else None
     per_seed = {}
     for seed in seeds:
         folder = out / f"seed-{seed}"
@@ -164,15 +182,39 @@ def main() -> None:
         if done.is_file():
             per_seed[seed] = json.loads(done.read_text())
         elif not args.report_only:
-            per_seed[seed] = run_demo(str(folder), steps=args.steps, seed=seed, task=args.task)
+            per_seed[seed] = run_demo(str(folder), steps=args.steps, seed=seed, task=args.task, methods=methods,
+                                      overrides=overrides)
     if not per_seed:
         raise SystemExit(f"no seed of {args.seeds} has a metrics.json under {out}")
-    result = aggregate(per_seed, REFERENCE)
-    plot(result, REFERENCE, out / "seeds.png")
-    text = markdown(result, per_seed, REFERENCE, args.task)
-    atomic_write_text(out / "summary.json", json.dumps(result, indent=1))
-    atomic_write_text(out / "report.md", text)
+    name, reference = "report", REFERENCE
+    if args.against:
+        label = ",".join(args.task_option)
+        per_seed = {seed: joined(Path(args.against) / args.task / f"seed-{seed}" / "metrics.json", summary, label)
+                    for seed, summary in per_seed.items()}
+        name = "against"
+    elif REFERENCE not in per_seed[min(per_seed)]["policies"]:
+        reference = next(p for p in per_seed[min(per_seed)]["policies"] if p != WARM_START)
+    result = aggregate(per_seed, reference)
+    plot(result, reference, out / ("seeds.png" if name == "report" else f"{name}.png"))
+    text = markdown(result, per_seed, reference, args.task)
+    atomic_write_text(out / ("summary.json" if name == "report" else f"{name}.json"), json.dumps(result, indent=1))
+    atomic_write_text(out / f"{name}.md", text)
     print(text)
+
+
+WARM_START = "warm start"
+
+
+def joined(path: Path, summary: dict, label: str) -> dict:
+    """The run's metrics.json at `path`, with `summary`'s trained policies added as "NAME[label]"."""
+    if not path.is_file():
+        raise SystemExit(f"--against: no {path} (run that seed there first)")
+    base = json.loads(path.read_text())
+    if base["steps"] != summary["steps"] or base["eval_prompts"] != summary["eval_prompts"]:
+        raise SystemExit(f"--against: {path} has {base['steps']} steps and {base['eval_prompts']} held-out problems, "
+                         f"this run {summary['steps']} and {summary['eval_prompts']}: not paired")
+    extra = {f"{n}[{label}]": p for n, p in summary["policies"].items() if n != WARM_START}
+    return {**base, "policies": {**base["policies"], **extra}}
 
 
 if __name__ == "__main__":

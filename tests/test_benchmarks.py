@@ -5,6 +5,7 @@ so nothing else would notice a module they import from moving or a name being re
 
 import ast
 import importlib
+import json
 import importlib.util
 import math
 from pathlib import Path
@@ -82,3 +83,20 @@ def test_demo_seeds_pairs_each_seed_and_uses_the_student_t_interval():
     assert "rlvr: ece not reported on some seed" in seeds.markdown(
         result, {s: {**per_seed[s], "steps": 1, "eval_prompts": 1, "total_seconds": 1.0} for s in range(5)},
         "bae+ocb", "arithmetic")
+
+
+def test_demo_seeds_joins_a_variant_with_the_run_it_is_paired_with(tmp_path):
+    """--against: the variant's trained policies join the full run's seed as "NAME[label]" (its warm
+    start is the full run's, not added twice), and a run of other steps or prompts is refused."""
+    seeds = _script("demo_seeds")
+    full = {"steps": 200, "eval_prompts": 200, "policies": {"warm start": {"m": 0}, "bae+ocb": {"m": 1}, "rlcr": {"m": 2}}}
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(full))
+    variant = {"steps": 200, "eval_prompts": 200, "policies": {"warm start": {"m": 9}, "bae+ocb": {"m": 3}}}
+    joined = seeds.joined(path, variant, "malformed=carry")
+    assert joined["policies"] == {"warm start": {"m": 0}, "bae+ocb": {"m": 1}, "rlcr": {"m": 2},
+                                  "bae+ocb[malformed=carry]": {"m": 3}}
+    with pytest.raises(SystemExit, match="not paired"):
+        seeds.joined(path, {**variant, "steps": 100}, "malformed=carry")
+    with pytest.raises(SystemExit, match="no "):
+        seeds.joined(tmp_path / "missing.json", variant, "malformed=carry")

@@ -57,10 +57,43 @@ def test_malformed_policies():
     assert nothing.outcomes == (0, tasks.MALFORMED_OUTCOME) and tasks.MALFORMED_OUTCOME not in (0, 1)
 
 
+def test_malformed_carry_charges_the_left_out_blocks_to_the_block_the_text_broke_in():
+    """malformed="carry": r_k(broken block) = its worst + sum of the worst rewards of the blocks after
+    it; blocks before it are scored, blocks after it keep their worst; well-formed completions and
+    completions broken in the last block score as under "partial"."""
+    carry, partial = tasks.get("arithmetic", malformed="carry"), tasks.get("arithmetic")
+    in_solution = completion("19", "0.9")[:20]  # cut inside <reasoning>: block 1 broken
+    assert carry.score(in_solution, "19").rewards == (0.0 + -1.0, -1.0)
+    assert partial.score(in_solution, "19").rewards == (0.0, -1.0)
+    assert carry.score("I don't know", "19").rewards == (-1.0, -1.0)
+    assert carry.score(in_solution, "19").outcomes == partial.score(in_solution, "19").outcomes
+    in_confidence = completion("19", "0.9")[:-8]  # solution complete, cut inside </confidence>
+    assert carry.score(in_confidence, "19").rewards == partial.score(in_confidence, "19").rewards == (1.0, -1.0)
+    whole = completion("19", "0.9")
+    assert carry.score(whole, "19") == partial.score(whole, "19")
+    bce = tasks.get("arithmetic", malformed="carry", confidence_reward="bce")
+    assert bce.score("nothing", "19").rewards == pytest.approx((math.log(BCE_EPS), math.log(BCE_EPS)))
+    # a worst reward of 0 (the shaped second attempt) carries nothing
+    two = tasks.get("arithmetic_two_attempt", malformed="carry")
+    assert two.score("<reasoning>cut", "5").rewards == tasks.get("arithmetic_two_attempt").score("<reasoning>cut", "5").rewards
+
+
+def test_carry_makes_a_broken_solution_worse_than_any_wrong_answer_for_its_tokens():
+    """Why "carry" exists: under "partial", a solution block cut short earns r_1 = 0, the same as a
+    well-formed wrong answer, so with blockwise advantages nothing tells its tokens apart from a
+    wrong answer's (the confidence block's worst reward has no token to reach). Under "carry" its
+    block-1 reward is below every well-formed completion's, as in the scalar sum r_1 + r_2."""
+    for policy, below in (("partial", False), ("carry", True)):
+        task = tasks.get("arithmetic", malformed=policy)
+        broken = task.score("<reasoning>2 + 2 is", "4").rewards[0]
+        wrong = min(task.score(completion("5", q), "4").rewards[0] for q in ("0", "0.5", "1"))
+        assert (broken < wrong) is below and broken <= wrong
+
+
 TAGS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>", "<analysis>", "</analysis>", "<confidence>", "</confidence>"]
 
 
-@pytest.mark.parametrize("policy", ["partial", "all_worst"])
+@pytest.mark.parametrize("policy", tasks.MALFORMED_POLICIES)
 @pytest.mark.parametrize("seed", range(40))
 def test_a_malformed_completion_never_earns_more_than_the_well_formed_one_it_came_from(policy, seed):
     rng = random.Random(seed)

@@ -66,7 +66,7 @@ class TaskSection(Strict):
     outcomes: tuple[str, ...] | None = None
     verifier: Literal["math", "exact"] | None = None
     system_prompt: str | None = None
-    malformed: Literal["partial", "all_worst"] | None = None
+    malformed: Literal["partial", "all_worst", "carry"] | None = None
     abstain: str | None = None
     solution_format: Literal["tags", "boxed"] | None = None
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bae.tasks.registry import BLOCK_REWARDS, OUTCOMES
 
-MALFORMED_POLICIES = ("partial", "all_worst")
+MALFORMED_POLICIES = ("partial", "all_worst", "carry")
 SOLUTION_FORMATS = ("tags", "boxed")
 
 
@@ -62,7 +62,7 @@ class TaskConfig(BaseModel):
     outcomes: tuple[str, ...] = ()
     verifier: Literal["math", "exact"] = "math"
     system_prompt: str = ""
-    malformed: Literal["partial", "all_worst"] = "partial"
+    malformed: Literal["partial", "all_worst", "carry"] = "partial"
     abstain: str | None = None
     solution_format: Literal["tags", "boxed"] = "tags"
 

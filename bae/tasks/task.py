@@ -176,11 +176,15 @@ class Task:
         gold = gold if isinstance(gold, str) else str(gold)
         ctx = Context(split.fields, gold, verify or self.verify, self.config.abstain)
         k_all = self.num_blocks
-        scored = split.complete if self.config.malformed == "partial" or split.well_formed else 0
+        scored = split.complete if self.config.malformed in ("partial", "carry") or split.well_formed else 0
         rewards = []
         for k, reward in enumerate(self.rewards):
             value = reward.fn(ctx, k) if k < scored else None
             rewards.append(reward.worst if value is None else float(value))
+        if self.config.malformed == "carry" and scored < k_all - 1:
+            # the block the text broke in answers for the blocks it left out: their tokens do not
+            # exist, so under a blockwise advantage their worst rewards would reach no token
+            rewards[scored] += sum(reward.worst for reward in self.rewards[scored + 1:])
         outcomes = [0] + [
             self.outcomes[k - 1](ctx, k) if k <= scored else MALFORMED_OUTCOME for k in range(1, k_all)
         ]
