@@ -5,8 +5,8 @@ so nothing else would notice a module they import from moving or a name being re
 
 import ast
 import importlib
-import json
 import importlib.util
+import json
 import math
 from pathlib import Path
 
