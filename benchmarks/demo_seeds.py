@@ -31,6 +31,7 @@ import argparse
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -125,7 +126,7 @@ def plot(result: dict, reference: str, path: Path) -> None:
     save(fig, path)
 
 
-def markdown(result: dict, per_seed: dict[int, dict], reference: str, task: str) -> str:
+def markdown(result: dict, per_seed: dict[int, dict], reference: str, task: str, figure: str = "seeds.png") -> str:
     seeds = result["seeds"]
     first = per_seed[seeds[0]]
     times = ", ".join(f"{per_seed[s]['total_seconds']:.0f}" for s in seeds)
@@ -147,7 +148,7 @@ def markdown(result: dict, per_seed: dict[int, dict], reference: str, task: str)
         lines.append(f"\n{name}: {', '.join(left_out)} not reported on some seed (no confidence stated), left out.")
     if task == "arithmetic":
         lines += ["", "Against the target:", ""] + target(result, reference)
-    lines += ["", "![differences over seeds](seeds.png)", ""]
+    lines += ["", f"![differences over seeds]({figure})", ""]
     return "\n".join(lines)
 
 
@@ -163,6 +164,7 @@ def main() -> None:
                         help="a task option on top of the demo's (repeatable), e.g. malformed=carry")
     parser.add_argument("--against", default=None, metavar="DIR",
                         help="pair this run's policies with those of the run in DIR (same seeds, task, steps)")
+    parser.add_argument("--reference", default=None, help="the policy every other is paired with (default: bae+ocb)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out) / args.task
@@ -186,17 +188,20 @@ def main() -> None:
                                       overrides=overrides)
     if not per_seed:
         raise SystemExit(f"no seed of {args.seeds} has a metrics.json under {out}")
-    name, reference = "report", REFERENCE
+    name, reference = "report", args.reference or REFERENCE
     if args.against:
         label = ",".join(args.task_option)
         per_seed = {seed: joined(Path(args.against) / args.task / f"seed-{seed}" / "metrics.json", summary, label)
                     for seed, summary in per_seed.items()}
-        name = "against"
-    elif REFERENCE not in per_seed[min(per_seed)]["policies"]:
-        reference = next(p for p in per_seed[min(per_seed)]["policies"] if p != WARM_START)
+        name = "against" if args.reference is None else "against-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", args.reference)
+    known = per_seed[min(per_seed)]["policies"]
+    if args.reference is not None and args.reference not in known:
+        parser.error(f"--reference {args.reference!r}: not among the policies {list(known)}")
+    if reference not in known:  # a variant run alone (--methods without bae+ocb): its first trained policy
+        reference = next(p for p in known if p != WARM_START)
     result = aggregate(per_seed, reference)
     plot(result, reference, out / ("seeds.png" if name == "report" else f"{name}.png"))
-    text = markdown(result, per_seed, reference, args.task)
+    text = markdown(result, per_seed, reference, args.task, "seeds.png" if name == "report" else f"{name}.png")
     atomic_write_text(out / ("summary.json" if name == "report" else f"{name}.json"), json.dumps(result, indent=1))
     atomic_write_text(out / f"{name}.md", text)
     print(text)
