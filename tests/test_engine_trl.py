@@ -22,6 +22,7 @@ from trl.trainer.utils import split_tensor_dict
 from bae.blocks import token_offsets as decode_with_offsets
 from bae.engines.trl import LOSS_TYPES, BlockwiseGRPOTrainer, paper_grpo_config
 from bae.embedded.tiny import build_model
+from bae.tasks import get as get_task
 from trl_scripted import (G, Scripted, assert_carries, config, dataset, direct_l_bae,  # noqa: F401
                           expected_token_advantages, one_thread, reference, rows, task, tok)
 
@@ -217,6 +218,7 @@ def _refusal_cases():
         (dict(baseline="ocb", baseline_options={"shrink": 2.0}), "ocb"),
         (dict(baseline="ocb_shrink", baseline_options={"shrink": -1.0}), "shrink"),
         (dict(baseline="ocb_eb", baseline_options={"pretest": 1.0}), "pretest"),
+        (dict(method="rlcr", task=get_task("arithmetic", malformed="carry")), "carry"),
         (dict(scale="std"), "scale"),
         (dict(reward_funcs=[lambda completions, **kw: [0.0] * len(completions)]), "reward_funcs"),
         (dict(args=dict(reward_weights=[1.0, 0.5])), "reward_weights"),
@@ -238,8 +240,9 @@ def test_refused_configurations(case, message, tok, task, dataset):
     case = dict(case)
     args = config(**case.pop("args", {}))
     data = case.pop("data", dataset)
+    the_task = case.pop("task", task)
     with pytest.raises(ValueError, match=message):
-        BlockwiseGRPOTrainer(build_model(tok), task, args, data, tok, **case)
+        BlockwiseGRPOTrainer(build_model(tok), the_task, args, data, tok, **case)
 
 
 def test_scalar_methods_keep_trl_loss_types(tok, task, dataset):

@@ -78,6 +78,33 @@ def test_malformed_carry_charges_the_left_out_blocks_to_the_block_the_text_broke
     assert two.score("<reasoning>cut", "5").rewards == tasks.get("arithmetic_two_attempt").score("<reasoning>cut", "5").rewards
 
 
+def test_carry_charges_only_worst_rewards_below_zero():
+    """A later block whose worst reward is above 0 (a custom reward) is not carried: "carry" never
+    raises a block's reward, so a broken completion still never earns more than a whole one."""
+    from bae.tasks import register_block_reward
+
+    name = "test_carry_half"
+    if name not in tasks.BLOCK_REWARDS:
+        register_block_reward(name, worst=0.5)(lambda ctx, k: 0.5)
+    spec = {"name": "half", "verifier": "exact", "outcomes": ["correct"], "malformed": "carry",
+            "blocks": [{"name": "solution", "fields": ["reasoning", "answer"], "reward": "correct"},
+                       {"name": "extra", "fields": ["analysis", "confidence"], "reward": name}]}
+    task = tasks.from_config(spec)
+    cut = task.score("<reasoning>2 + 2", "4")
+    whole_wrong = task.score(completion("5", "0.5"), "4")
+    assert cut.rewards[0] == 0.0 <= whole_wrong.rewards[0]
+
+
+def test_carry_is_refused_where_block_rewards_are_summed():
+    """TRL's own reward functions are summed into one scalar by GRPOTrainer: with "carry" the sum
+    would count a left-out block twice, so reward_funcs refuses the task."""
+    from bae.engines.trl_rewards import reward_funcs
+
+    with pytest.raises(ValueError, match="carry"):
+        reward_funcs(tasks.get("arithmetic", malformed="carry"), "blocks")
+    assert len(reward_funcs(tasks.get("arithmetic"), "blocks")) == 2
+
+
 def test_carry_makes_a_broken_solution_worse_than_any_wrong_answer_for_its_tokens():
     """Why "carry" exists: under "partial", a solution block cut short earns r_1 = 0, the same as a
     well-formed wrong answer, so with blockwise advantages nothing tells its tokens apart from a

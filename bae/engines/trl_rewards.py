@@ -90,6 +90,10 @@ def reward_funcs(task: Task | str, *kinds: str, answer_column: str = ANSWER_COLU
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown reward kinds {unknown}; choose from {KINDS}")
+    if task.config.malformed == "carry":
+        raise ValueError("task malformed='carry' is for blockwise advantages (BlockwiseGRPOTrainer); TRL sums these "
+                         "reward functions into one scalar, which would count the left-out blocks twice: use "
+                         "malformed='partial'")
     scorer = _Scorer(task, answer_column)
     funcs = []
     for kind in kinds or ("blocks",):

@@ -14,9 +14,11 @@ be built from a config (`from_config`) without code. Each block reward declares 
 Malformed completions (see bae.blocks): under the default policy "partial", the well-formed
 leading blocks are scored as usual and every incomplete block gets its worst reward; under
 "all_worst" every block gets its worst reward; "carry" is "partial" where the block the text broke
-in also carries the worst rewards of the blocks after it (their tokens do not exist, so under a
-blockwise advantage nothing else would answer for them: with Brier's worst of -1, a solution block
-cut short earns 0 - 1 = -1, below any well-formed wrong answer, as the scalar sum r_1 + r_2 does). A field that is present but unusable (an empty
+in also carries the (negative) worst rewards of the blocks after it (their tokens do not exist, so
+under a blockwise advantage nothing else would answer for them: with Brier's worst of -1, a
+solution block cut short earns 0 - 1 = -1, below any well-formed wrong answer, as the scalar sum
+r_1 + r_2 charges it under "partial"). "carry" is for method bae: a scalar method sums the blocks'
+rewards and would count the left-out blocks twice (BlockwiseGRPOTrainer refuses the pair). A field that is present but unusable (an empty
 answer, an unparseable confidence) also gets the worst reward of its block. Either way a malformed
 completion never earns more, block by block, than the well-formed completion it was cut from.
 The outcome of a well-formed prefix that holds no usable answer is 0 ("incorrect"); the outcome of

@@ -183,8 +183,9 @@ class Task:
             rewards.append(reward.worst if value is None else float(value))
         if self.config.malformed == "carry" and scored < k_all - 1:
             # the block the text broke in answers for the blocks it left out: their tokens do not
-            # exist, so under a blockwise advantage their worst rewards would reach no token
-            rewards[scored] += sum(reward.worst for reward in self.rewards[scored + 1:])
+            # exist, so under a blockwise advantage their worst rewards would reach no token. Only a
+            # worst below 0 is charged, so a broken completion never earns more than a whole one.
+            rewards[scored] += sum(min(reward.worst, 0.0) for reward in self.rewards[scored + 1:])
         outcomes = [0] + [
             self.outcomes[k - 1](ctx, k) if k <= scored else MALFORMED_OUTCOME for k in range(1, k_all)
         ]
