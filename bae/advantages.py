@@ -208,7 +208,7 @@ def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str 
     sigma2 = np.where(dfw_p > 0, ssw_p / np.maximum(dfw_p, 1.0), np.nan)  # [G]
     tau2 = np.where(mixed_p > 0, np.maximum(ssb_p - sigma2 * dfb_p, 0.0) / np.where(mixed_p > 0, d_p, 1.0), np.nan)  # [G]
     if pretest is not None:
-        tau2 = np.where(_strata_differ(ssb_p, dfb_p, sigma2, dfw_p, pretest), tau2, np.where(np.isnan(tau2), np.nan, 0.0))
+        tau2 = np.where(_strata_differ(ssb_p, dfb_p, sigma2, dfw_p, pretest) | np.isnan(tau2), tau2, 0.0)
     sig, tau, ns = sigma2[group], tau2[group], s_n[ids]  # [N]
     known = np.isfinite(sig) & np.isfinite(tau) & (sig > 0)
     return np.where(known, tau * ns / np.where(known, tau * ns + sig, 1.0), 1.0)

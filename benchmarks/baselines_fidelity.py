@@ -53,20 +53,30 @@ def tables(path: str) -> str:
         f"{v['singletons_by_outcome']['answer_class']['incorrect']:.2f}" for v in groups.values()) + " |")
     lines += ["", "| G | stratum | better of ocb / group_mean | ocb_eb - better | within 1 se | "
               "ocb_eb - ocb, small strata (paired se) | strictly below ocb there |", "|---|---|---|---|---|---|---|"]
+    lines += target_rows(groups, "ocb_eb")
+    return "\n".join(lines)
+
+
+def target_rows(groups: dict, name: str, with_rmse: bool = False) -> list[str]:
+    """One table row per G and stratum: the better of ocb / group_mean, (name's RMSE,) name - better
+    with the better one's se, within 1 se, name - ocb in the small strata with its paired se, and
+    whether that is below zero by more than two se."""
+    rows = []
     for g, v in groups.items():
         e = v["estimators"]
-        small = e["ocb_eb"]["small_strata"]
+        small = e[name]["small_strata"]
         d, se = small.get("rmse_minus_ocb", math.nan), small.get("rmse_minus_ocb_se", math.nan)
         below = "n/a" if small["n"] == 0 else ("yes" if d < -2 * se else "no")
         for stratum in ("correct", "incorrect"):
             if e["ocb"][stratum]["n"] == 0:
                 continue
             better = "ocb" if e["ocb"][stratum]["rmse"] <= e["group_mean"][stratum]["rmse"] else "group_mean"
-            diff = e["ocb_eb"][stratum]["rmse"] - e[better][stratum]["rmse"]
+            diff = e[name][stratum]["rmse"] - e[better][stratum]["rmse"]
             within = "yes" if diff <= e[better][stratum]["rmse_se"] else "no"
-            lines.append(f"| {g} | {stratum} | {better} | {diff:+.4f} (se {e[better][stratum]['rmse_se']:.4f}) | "
-                         f"{within} | {d:+.4f} ({se:.4f}) | {below} |")
-    return "\n".join(lines)
+            rmse = f"{e[name][stratum]['rmse']:.3f} | " if with_rmse else ""
+            rows.append(f"| {g} | {stratum} | {better} | {rmse}{diff:+.4f} (se {e[better][stratum]['rmse_se']:.4f}) | "
+                        f"{within} | {d:+.4f} ({se:.4f}) | {below} |")
+    return rows
 
 
 PRETEST = {"ocb_eb[pretest]": ("ocb_eb", {"pretest": 0.05})}
@@ -132,19 +142,7 @@ def pretest_table(path: str) -> str:
                   "", "| G | stratum | better of ocb / group_mean | rmse | " + name + " - better | within 1 se | "
                   f"{name} - ocb, small strata (paired se) | strictly below ocb there |",
                   "|---|---|---|---|---|---|---|---|"]
-        for g, v in groups.items():
-            e = v["estimators"]
-            small = e[name]["small_strata"]
-            d, se = small.get("rmse_minus_ocb", math.nan), small.get("rmse_minus_ocb_se", math.nan)
-            below = "n/a" if small["n"] == 0 else ("yes" if d < -2 * se else "no")
-            for stratum in CHECK_STRATA:
-                if e["ocb"][stratum]["n"] == 0:
-                    continue
-                better = "ocb" if e["ocb"][stratum]["rmse"] <= e["group_mean"][stratum]["rmse"] else "group_mean"
-                diff = e[name][stratum]["rmse"] - e[better][stratum]["rmse"]
-                within = "yes" if diff <= e[better][stratum]["rmse_se"] else "no"
-                lines.append(f"| {g} | {stratum} | {better} | {e[name][stratum]['rmse']:.3f} | {diff:+.4f} "
-                             f"(se {e[better][stratum]['rmse_se']:.4f}) | {within} | {d:+.4f} ({se:.4f}) | {below} |")
+        lines += target_rows(groups, name, with_rmse=True)
     return "\n".join(lines)
 
 

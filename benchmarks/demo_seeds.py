@@ -169,7 +169,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out) / args.task
 
-    from bae.embedded.demo import REFERENCE, run_demo, settings
+    from bae.embedded.demo import REFERENCE, WARM, run_demo, settings
     from bae.io import atomic_write_text
 
     options = dict(item.split("=", 1) for item in args.task_option)
@@ -198,16 +198,14 @@ def main() -> None:
     if args.reference is not None and args.reference not in known:
         parser.error(f"--reference {args.reference!r}: not among the policies {list(known)}")
     if reference not in known:  # a variant run alone (--methods without bae+ocb): its first trained policy
-        reference = next(p for p in known if p != WARM_START)
+        reference = next(p for p in known if p != WARM)
+    figure, summary = ("seeds.png", "summary.json") if name == "report" else (f"{name}.png", f"{name}.json")
     result = aggregate(per_seed, reference)
-    plot(result, reference, out / ("seeds.png" if name == "report" else f"{name}.png"))
-    text = markdown(result, per_seed, reference, args.task, "seeds.png" if name == "report" else f"{name}.png")
-    atomic_write_text(out / ("summary.json" if name == "report" else f"{name}.json"), json.dumps(result, indent=1))
+    plot(result, reference, out / figure)
+    text = markdown(result, per_seed, reference, args.task, figure)
+    atomic_write_text(out / summary, json.dumps(result, indent=1))
     atomic_write_text(out / f"{name}.md", text)
     print(text)
-
-
-WARM_START = "warm start"
 
 
 def joined(path: Path, summary: dict, label: str) -> dict:
@@ -218,7 +216,9 @@ def joined(path: Path, summary: dict, label: str) -> dict:
     if base["steps"] != summary["steps"] or base["eval_prompts"] != summary["eval_prompts"]:
         raise SystemExit(f"--against: {path} has {base['steps']} steps and {base['eval_prompts']} held-out problems, "
                          f"this run {summary['steps']} and {summary['eval_prompts']}: not paired")
-    extra = {f"{n}[{label}]": p for n, p in summary["policies"].items() if n != WARM_START}
+    from bae.embedded.demo import WARM
+
+    extra = {f"{n}[{label}]": p for n, p in summary["policies"].items() if n != WARM}
     return {**base, "policies": {**base["policies"], **extra}}
 
 

@@ -301,7 +301,7 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
             raise ValueError(f"multi_objective_aggregation='normalize_then_sum' has no effect with method={method!r} "
                              "(the advantages come from the method); use method='gdpo' for GDPO, or leave "
                              "multi_objective_aggregation at its default")
-        if getattr(getattr(task, "config", None), "malformed", None) == "carry" and method != "bae":
+        if task.config.malformed == "carry" and method != "bae":
             raise ValueError(f"task malformed='carry' charges the left-out blocks' worst rewards to the block the "
                              f"text broke in, for blockwise advantages; method={method!r} sums the blocks' rewards "
                              "and would count them twice: use malformed='partial' with it, or method='bae'")
