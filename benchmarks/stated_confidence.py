@@ -6,7 +6,7 @@ The demo's ECE and Brier count a missing confidence as 0.0 (as the reports say).
 leaves the answer, and with it the confidence, out of the problems it gets wrong is then scored as
 confident-and-right about being wrong. This reads each seed's held-out scores (SEED/POLICY/eval/
 final/scores.jsonl, as `bae demo` writes them) and prints per policy, over the seeds: the share of
-samples without a stated confidence, the accuracy of those samples, the ECE over the stated
+samples without an answer (a solution block cut short), the share without a stated confidence, the accuracy of those samples, the ECE over the stated
 confidences only, and each policy's stated-only ECE minus bae+ocb's, paired by seed, with the 95%
 Student-t interval over the seeds (benchmarks/demo_seeds.py's t_interval).
 """
@@ -30,7 +30,8 @@ def figures(scores: Path) -> dict[str, float]:
     q = np.array([np.nan if r["confidence"] is None else r["confidence"] for r in rows], dtype=float)
     c = np.array([float(r["correct"]) for r in rows])
     missing = np.isnan(q)
-    return {"no confidence": float(missing.mean()),
+    return {"no answer": float(np.mean([r["answer"] is None for r in rows])),
+            "no confidence": float(missing.mean()),
             "accuracy without one": float(c[missing].mean()) if missing.any() else float("nan"),
             "ECE, stated only": ece(q[~missing], c[~missing]),
             "ECE, missing as 0": ece(np.where(missing, 0.0, q), c)}
