@@ -13,7 +13,8 @@ Departures from the paper, all opt-in by name:
   depend on the sample's own reward.
 - "ocb_shrink": the stratum mean shrunk toward the group mean, for small strata (the paper names
   small strata as OCB's limitation).
-- "ocb_eb": the same shrinkage with its strength estimated from the batch (empirical Bayes).
+- "ocb_eb": the same shrinkage with its strength estimated from the batch (empirical Bayes),
+  optionally also from the last training steps' batches (history=H, a memory kept in `state`).
 - outcomes may take any number of integer values (multi-bin outcomes, the paper's future work).
 
 Every baseline is a function `(r, group, outcome, **options) -> b` over one block's column:
@@ -43,15 +44,18 @@ class Baseline(Protocol):
 
 BASELINES: dict[str, Baseline] = {}
 NEEDS_OUTCOMES: set[str] = set()
+STATEFUL: set[str] = set()
 _OPTION_CHECKS: dict[str, Callable[..., None]] = {}
 
 
-def register_baseline(name: str, *, needs_outcomes: bool = False,
-                      check: Callable[..., None] | None = None) -> Callable[[Baseline], Baseline]:
+def register_baseline(name: str, *, needs_outcomes: bool = False, check: Callable[..., None] | None = None,
+                      stateful: bool = False) -> Callable[[Baseline], Baseline]:
     """Register a baseline for blocks k >= 2 under `name` (usable as `baseline=name`).
 
     check: an optional `check(**options)` that raises ValueError for a bad option value, so that
-    `check_options` (called by the engines at construction) refuses it before any compute."""
+    `check_options` (called by the engines at construction) refuses it before any compute.
+    stateful: the baseline also takes `state=`, a dict of its own for the block's column that
+    persists from one training step to the next (see blockwise_advantages' `state`)."""
 
     def decorate(fn: Baseline) -> Baseline:
         if name in BASELINES:
@@ -59,6 +63,8 @@ def register_baseline(name: str, *, needs_outcomes: bool = False,
         BASELINES[name] = fn
         if needs_outcomes:
             NEEDS_OUTCOMES.add(name)
+        if stateful:
+            STATEFUL.add(name)
         if check is not None:
             _OPTION_CHECKS[name] = check
         return fn
@@ -72,6 +78,8 @@ def check_options(baseline: str, options: dict[str, Any]) -> None:
 
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; registered: {sorted(BASELINES)}")
+    if "state" in options:
+        raise ValueError(f"baseline {baseline!r}: 'state' is not an option; pass it as blockwise_advantages(state=...)")
     try:
         inspect.signature(BASELINES[baseline]).bind(None, None, None, **options)
     except TypeError as err:
@@ -165,7 +173,9 @@ MIN_PRETEST = 1e-12
 precision, and the test would then never keep tau2 whatever the data."""
 
 
-def _check_eb(pool: str = "others", pretest: float | None = None) -> None:
+def _check_eb(pool: str = "others", pretest: float | None = None, history: int = 0) -> None:
+    if isinstance(history, bool) or not isinstance(history, numbers.Integral) or history < 0:
+        raise ValueError(f"ocb_eb: history must be a whole number of earlier batches >= 0, got {history!r}")
     if pool not in EB_POOLS:
         raise ValueError(f"ocb_eb: pool must be one of {EB_POOLS}, got {pool!r}")
     if pretest is not None and (isinstance(pretest, bool) or not isinstance(pretest, numbers.Real)
@@ -174,13 +184,16 @@ def _check_eb(pool: str = "others", pretest: float | None = None) -> None:
 
 
 def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str = "others",
-               pretest: float | None = None) -> np.ndarray:
+               pretest: float | None = None, history: int = 0, state: dict | None = None) -> np.ndarray:
     """[N] the empirical-Bayes weight lam_i of ocb_eb (see there): lam = tau2 n_s / (tau2 n_s + sigma2),
     with sigma2 (within-stratum noise) and tau2 (between-strata variance) pooled over the batch's
-    groups ("batch") or over every group but the row's own ("others"); 1 where they cannot be estimated
-    or sigma2 = 0. pretest = alpha: tau2 = 0 where the pool's F statistic does not exceed its
-    1 - alpha quantile."""
-    _check_eb(pool, pretest)
+    groups ("batch") or over every group but the row's own ("others"), plus the `history` earlier
+    batches kept in `state`; 1 where they cannot be estimated or sigma2 = 0. pretest = alpha:
+    tau2 = 0 where the pool's F statistic does not exceed its 1 - alpha quantile."""
+    _check_eb(pool, pretest, history)
+    if history and state is None:
+        raise ValueError(f"ocb_eb: history={history} pools over earlier batches, so it needs their sums: pass the "
+                         "same dict as blockwise_advantages(state=...) at every step (the engines keep one per run)")
     n = len(r)
     if n == 0:
         return np.zeros(0)
@@ -203,6 +216,13 @@ def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str 
     parts = np.stack([ssw, dfw, ssb, dfb, d, mixed])  # [6, G]
     total = parts.sum(axis=1, keepdims=True)  # [6, 1]
     pooled = total - parts if pool == "others" else np.broadcast_to(total, parts.shape)  # [6, G]
+    if history:
+        # the sums of the last `history` batches: other prompts, sampled before this batch
+        window = state.setdefault("eb_sums", [])
+        if window:
+            pooled = pooled + np.asarray(window, dtype=np.float64).sum(axis=0)[:, None]
+        window.append(total[:, 0].tolist())  # plain floats: the state can go into a JSON checkpoint
+        del window[:-history]
     ssw_p, dfw_p, ssb_p, dfb_p, d_p, mixed_p = np.maximum(pooled, 0.0)  # rounding in total - own: never < 0
     # dfw_p and mixed_p are counts (exact in float64): 0 exactly when the pool has no such stratum / group
     sigma2 = np.where(dfw_p > 0, ssw_p / np.maximum(dfw_p, 1.0), np.nan)  # [G]
@@ -227,8 +247,9 @@ def _strata_differ(ssb: np.ndarray, dfb: np.ndarray, sigma2: np.ndarray, dfw: np
     return ok & (f > stats.f.isf(float(alpha), np.maximum(dfb, 1.0), np.maximum(dfw, 1.0)))
 
 
-@register_baseline("ocb_eb", needs_outcomes=True, check=_check_eb)
-def ocb_eb(r, group, outcome, *, pool: str = "others", pretest: float | None = None):
+@register_baseline("ocb_eb", needs_outcomes=True, check=_check_eb, stateful=True)
+def ocb_eb(r, group, outcome, *, pool: str = "others", pretest: float | None = None, history: int = 0,
+           state: dict | None = None):
     """OCB shrunk toward the group mean by a strength estimated from the batch (empirical Bayes):
 
         b_i = lam_i * m_S(i) + (1 - lam_i) * m_g(i),    lam_i = tau2 |S(i)| / (tau2 |S(i)| + sigma2),
@@ -272,8 +293,18 @@ def ocb_eb(r, group, outcome, *, pool: str = "others", pretest: float | None = N
     groups only, so the validity argument above is unchanged (up to rounding: the pool's sums are
     the batch's minus the row's group's, and where F lies within rounding of its quantile a change
     of the group's own rewards can flip the test). alpha: at least MIN_PRETEST, below 1.
+
+    history=H (opt-in; 0, the default, pools over this batch only): the six sums above (SSW, its df,
+    SSB, its df, the tau2 coefficient, the number of groups with two strata or more) of each of the
+    last H batches are added to the pool, so that a small batch (8 groups, say) estimates lam from
+    (H + 1) x as many groups. The sums are kept in `state` (a dict of the block's column, passed by
+    blockwise_advantages(state=...) and kept by the engines for the run; history > 0 without one is
+    refused). Earlier batches hold other prompts sampled before this one, so lam still does not
+    depend on the row's own group: the validity argument is unchanged. The price: lam is estimated
+    partly from older policies (a window of H steps; the policy moves little in H updates, but
+    nothing checks that), and the window starts empty (a resumed run starts it again).
     """
-    lam = eb_weights(r, group, outcome, pool, pretest)
+    lam = eb_weights(r, group, outcome, pool, pretest, history, state)
     ids, _ = strata(group, outcome)
     s_sums, s_counts = _segment_mean(r, ids, int(ids.max(initial=-1)) + 1)
     return lam * (s_sums / np.maximum(s_counts, 1)) + (1.0 - lam) * group_mean(r, group, outcome) if len(r) else np.zeros(0)
@@ -310,6 +341,7 @@ def blockwise_advantages(
     scale: str = "none",
     *,
     eps: float = DEFAULT_EPS,
+    state: dict | None = None,
     **options: Any,
 ) -> Any:
     """Per-block advantages A[i, k] = (r[i, k] - b[i, k]) / s[i, k] (paper Algorithm 1).
@@ -327,6 +359,9 @@ def blockwise_advantages(
         scale: "none" (the paper), "group" (divide by the std of that block's rewards within the
             group, ddof=1, plus eps: GRPO) or "batch" (the std over the whole batch plus eps).
         eps: added to the std when scaling.
+        state: the memory of a baseline that pools over training steps (ocb_eb with history > 0):
+            a dict the caller keeps for the run and passes at every step; each block k >= 2 reads and
+            updates its own entry state[k]. Unused by the other baselines. None: no memory.
         **options: passed to the baseline (e.g. shrink=... for "ocb_shrink").
 
     Returns:
@@ -374,7 +409,8 @@ def blockwise_advantages(
                 b = group_mean(rc, group, None)
             else:
                 oc = _dense_ids(o[:, col], "outcomes") if o is not None else None
-                b = np.asarray(BASELINES[baseline](rc, group, oc, **options), dtype=np.float64)
+                memory = {"state": None if state is None else state.setdefault(col, {})} if baseline in STATEFUL else {}
+                b = np.asarray(BASELINES[baseline](rc, group, oc, **options, **memory), dtype=np.float64)
                 if b.shape != (n,):
                     raise ValueError(f"baseline {baseline!r} returned shape {b.shape}, expected ({n},)")
             a = rc - b

@@ -2,7 +2,7 @@
 
     python benchmarks/baselines_sim.py [--batches 200] [--prompts 32] [--groups 4,8,16,32]
                                        [--regimes flat,weak,strong] [--seed 0] [--bootstrap 500]
-                                       [--json out.json]
+                                       [--history H] [--json out.json]
 
 Each regime is simulated once per group size G: batches x prompts prompts, G samples each, cut into
 batches of `prompts` groups (what one training step, or one `bae fidelity` replicate, sees: ocb_eb
@@ -21,7 +21,10 @@ p_x ~ U(0.1, 0.9) in all three; the confidence policy's width is the simulator's
 Printed: one RMSE table per regime (strata correct, incorrect, and "small": the rows whose stratum
 has one or two members), then the target check of ocb_eb and of ocb_eb with its pretest at 0.05
 (`ocb_eb[pretest]`): RMSE within one se of the better of ocb and group_mean (per stratum), and
-strictly below ocb in the small strata (Δ < 0 by more than two paired se).
+strictly below ocb in the small strata (Δ < 0 by more than two paired se). With --history H > 0,
+ocb_eb with history = H (`ocb_eb[history]`: each batch also pools the sums of the H batches before
+it, as training steps would) and with the pretest too (`ocb_eb[pretest,history]`) join the tables
+and the check.
 """
 
 from __future__ import annotations
@@ -47,17 +50,24 @@ CHECKED = ("ocb_eb", "ocb_eb[pretest]")
 STRATA = ("correct", "incorrect", "small")
 
 
-def errors(sim, batches: np.ndarray) -> dict[str, np.ndarray]:
-    """Every compared estimator's block-2 error against the exact advantage, batch by batch."""
+def with_history(history: int) -> dict[str, dict]:
+    """VARIANTS, and with history > 0 the two that pool over the `history` batches before."""
+    if not history:
+        return dict(VARIANTS)
+    return {**VARIANTS, "ocb_eb[history]": {"history": history}, "ocb_eb[pretest,history]": {"pretest": 0.05, "history": history}}
+
+
+def errors(sim, batches: np.ndarray, history: int = 0) -> dict[str, np.ndarray]:
+    """Every compared estimator's block-2 error against the exact advantage, batch by batch (in order)."""
     return estimator_errors(sim.rewards, sim.groups, sim.outcomes, sim.reference_advantages, batches=batches,
                             baselines=[n for n in NAMES if n not in VARIANTS],
-                            variants={name: ("ocb_eb", options) for name, options in VARIANTS.items()})
+                            variants={name: ("ocb_eb", options) for name, options in with_history(history).items()})
 
 
-def measure(regime: str, group: int, batches: int, prompts: int, seed: int, bootstrap: int) -> dict:
+def measure(regime: str, group: int, batches: int, prompts: int, seed: int, bootstrap: int, history: int = 0) -> dict:
     sim = simulate(batches * prompts, group, seed=seed, **REGIMES[regime])
     batch = sim.groups // prompts
-    errs = errors(sim, batch)
+    errs = errors(sim, batch, history)
     sizes = stratum_sizes(sim.groups, sim.outcomes[:, 1], batch)
     masks = {"correct": sim.outcomes[:, 1] == 1, "incorrect": sim.outcomes[:, 1] == 0, "small": sizes <= 2}
     out = {}
@@ -90,27 +100,32 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=500)
     parser.add_argument("--regimes", default=",".join(REGIMES), help="a subset of " + ", ".join(REGIMES))
+    parser.add_argument("--history", type=int, default=0, help="also measure ocb_eb pooling the H batches before")
     parser.add_argument("--json", default=None, help="also write every figure to this file")
     args = parser.parse_args()
+    if args.history < 0:
+        parser.error("--history must be >= 0")
+    names = (*NAMES, *[n for n in with_history(args.history) if n not in NAMES])
+    checked = (*CHECKED, *[n for n in names if n not in NAMES])
     sizes = [int(g) for g in args.groups.split(",")]
     chosen = args.regimes.split(",")
     if unknown := [r for r in chosen if r not in REGIMES]:
         parser.error(f"unknown regimes {unknown}; choose from {list(REGIMES)}")
-    results = {r: {g: measure(r, g, args.batches, args.prompts, args.seed, args.bootstrap) for g in sizes}
+    results = {r: {g: measure(r, g, args.batches, args.prompts, args.seed, args.bootstrap, args.history) for g in sizes}
                for r in chosen}
 
     print(f"{args.batches} batches x {args.prompts} prompts per G, seed {args.seed}; RMSE of A_hat - A (exact) "
           f"± bootstrap se over prompts ({args.bootstrap} resamples)")
     for regime, per in results.items():
         print(f"\n### {regime}: {REGIMES[regime]}\n")
-        print("| G | stratum | " + " | ".join(NAMES) + " |")
-        print("|---|---|" + "---|" * len(NAMES))
+        print("| G | stratum | " + " | ".join(names) + " |")
+        print("|---|---|" + "---|" * len(names))
         for g, cell in per.items():
             for stratum in STRATA:
                 print(f"| {g} | {stratum} | " + " | ".join(fmt(cell[stratum][n]["rmse"], cell[stratum][n]["rmse_se"])
-                                                        for n in NAMES) + " |")
-            print(f"| {g} | (rows in small strata) | {cell['small_fraction']:.2f} |" + " |" * (len(NAMES) - 1))
-    for name in CHECKED:
+                                                        for n in names) + " |")
+            print(f"| {g} | (rows in small strata) | {cell['small_fraction']:.2f} |" + " |" * (len(names) - 1))
+    for name in checked:
         print(f"\n### {name} against the target\n")
         print(f"| regime | G | stratum | better of ocb / group_mean | {name} - better (paired se) | within 1 se of "
               f"the better's RMSE | {name} - ocb, small strata (paired se) | strictly below ocb there |")

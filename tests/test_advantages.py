@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from bae.advantages import BASELINES, MIN_PRETEST, blockwise_advantages, eb_weights, ocb_eb, register_baseline
+from bae.advantages import (BASELINES, MIN_PRETEST, blockwise_advantages, check_options, eb_weights, ocb_eb,
+                            register_baseline)
 
 EPS = 1e-6
 
@@ -498,3 +499,90 @@ def test_ocb_eb_properties_on_any_batch(sizes, values, seed, pool):
     m_g = BASELINES["group_mean"](r, g, o)
     assert np.all(b >= np.minimum(m_s, m_g) - 1e-9) and np.all(b <= np.maximum(m_s, m_g) + 1e-9)
     np.testing.assert_allclose(ocb_eb(r + 3.0, g, o, pool=pool), b + 3.0, atol=1e-9)
+
+
+# -- ocb_eb history: the pool also holds the last H batches' sums ---------------------------------
+
+
+def _stacked(batches):
+    """One batch holding `batches` (lists of (r [n, K], g [n] int, o [n, K])) with their groups renumbered
+    apart: pooling earlier batches' sums is pooling over their groups as if they were in this batch."""
+    rs, gs, os_, offset = [], [], [], 0
+    for r, g, o in batches:
+        rs.append(r), gs.append(g + offset), os_.append(o)
+        offset += int(g.max()) + 1
+    return np.concatenate(rs), np.concatenate(gs), np.concatenate(os_)
+
+
+@pytest.mark.parametrize("pool", ["others", "batch"])
+@pytest.mark.parametrize("pretest", [None, 0.05])
+@pytest.mark.parametrize("history", [1, 3])
+def test_ocb_eb_history_pools_the_last_batches_as_if_they_were_this_one(pool, pretest, history):
+    """history = H: the pooled sums of batch t are those of batch t (all but the row's group under
+    "others") plus every group of batches t-H .. t-1, so lam of batch t equals lam computed on the
+    stack of those H + 1 batches, restricted to batch t's rows; older batches drop out."""
+    batches = [_two_strata_batch(seed, groups=5, size=4, gap=0.4 * seed) for seed in range(6)]
+    state = {}
+    for t, (r, g, o) in enumerate(batches):
+        got = blockwise_advantages(r, g, o, baseline="ocb_eb", pool=pool, pretest=pretest, history=history, state=state)
+        window = batches[max(0, t - history): t + 1]
+        sr, sg, so = _stacked(window)
+        own = slice(len(sr) - len(r), len(sr))
+        expected = blockwise_advantages(sr, sg, so, baseline="ocb_eb", pool=pool, pretest=pretest)[own]
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+        assert len(state[1]["eb_sums"]) == min(t + 1, history)
+    assert history < 5 and not np.allclose(  # the window matters: without it batch 5 gets other advantages
+        got, blockwise_advantages(r, g, o, baseline="ocb_eb", pool=pool, pretest=pretest))
+
+
+def test_ocb_eb_history_keeps_the_weight_independent_of_the_own_group():
+    """The validity property with a window: lam of group g reads other groups of this batch and
+    earlier batches only, so moving g's rewards leaves its lam unchanged (and earlier batches are
+    sampled before it)."""
+    earlier = [_two_strata_batch(s, groups=6, size=4, gap=0.5) for s in range(2)]
+    r, g, o = _two_strata_batch(9, groups=6, size=4, gap=0.5)
+    state = {}
+    for er, eg, eo in earlier:
+        eb_weights(er[:, 1], eg, eo[:, 1], history=2, state=state)
+    lam = eb_weights(r[:, 1], g, o[:, 1], history=2, state=dict(state, eb_sums=list(state["eb_sums"])))
+    moved = r[:, 1].copy()
+    moved[g == 0] += np.random.default_rng(0).normal(scale=5.0, size=(g == 0).sum())
+    lam_moved = eb_weights(moved, g, o[:, 1], history=2, state=dict(state, eb_sums=list(state["eb_sums"])))
+    np.testing.assert_allclose(lam_moved[g == 0], lam[g == 0], atol=1e-12)
+    assert not np.allclose(lam_moved[g != 0], lam[g != 0])  # the others do read group 0
+
+
+def test_ocb_eb_history_keeps_one_memory_per_block_and_skips_empty_batches():
+    """K = 3: blocks 2 and 3 pool their own sums (state[1], state[2]); an empty batch adds nothing."""
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(4), 5)
+    r = rng.normal(size=(20, 3))
+    o = rng.integers(0, 2, size=(20, 3))
+    state = {}
+    blockwise_advantages(r, g, o, baseline="ocb_eb", history=2, state=state)
+    blockwise_advantages(np.zeros((0, 3)), np.zeros(0, int), np.zeros((0, 3), int), baseline="ocb_eb", history=2,
+                         state=state)
+    assert sorted(state) == [1, 2] and all(len(state[k]["eb_sums"]) == 1 for k in (1, 2))
+    assert state[1]["eb_sums"] != state[2]["eb_sums"]  # each block's own rewards and outcomes
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2", None])
+def test_ocb_eb_refuses_a_bad_history(bad):
+    r, g, o = random_batch(0)
+    with pytest.raises(ValueError, match="history must be"):
+        blockwise_advantages(r, g, o, baseline="ocb_eb", history=bad, state={})
+
+
+def test_ocb_eb_history_needs_a_state_and_state_is_no_option():
+    r, g, o = random_batch(0)
+    with pytest.raises(ValueError, match="needs their sums"):
+        blockwise_advantages(r, g, o, baseline="ocb_eb", history=2)
+    with pytest.raises(ValueError, match="'state' is not an option"):
+        check_options("ocb_eb", {"state": {}})
+    # history = 0 with a state is the plain estimate, and the other baselines ignore the state
+    np.testing.assert_array_equal(blockwise_advantages(r, g, o, baseline="ocb_eb", state={}),
+                                  blockwise_advantages(r, g, o, baseline="ocb_eb"))
+    state = {}
+    np.testing.assert_array_equal(blockwise_advantages(r, g, o, baseline="ocb", state=state),
+                                  blockwise_advantages(r, g, o, baseline="ocb"))
+    assert state == {}

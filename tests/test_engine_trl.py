@@ -6,6 +6,7 @@ advantages, padding, shuffling, splitting and the loss are the trainer's and TRL
 reference side (`reference`) never uses the engine.
 """
 
+import copy
 import os
 import tempfile
 
@@ -19,6 +20,7 @@ from datasets import Dataset, IterableDataset
 from trl import GRPOTrainer
 from trl.trainer.utils import split_tensor_dict
 
+from bae.advantages import blockwise_advantages
 from bae.blocks import token_offsets as decode_with_offsets
 from bae.engines.trl import LOSS_TYPES, BlockwiseGRPOTrainer, paper_grpo_config
 from bae.embedded.tiny import build_model
@@ -218,6 +220,8 @@ def _refusal_cases():
         (dict(baseline="ocb", baseline_options={"shrink": 2.0}), "ocb"),
         (dict(baseline="ocb_shrink", baseline_options={"shrink": -1.0}), "shrink"),
         (dict(baseline="ocb_eb", baseline_options={"pretest": 1.0}), "pretest"),
+        (dict(baseline="ocb_eb", baseline_options={"history": -1}), "history"),
+        (dict(baseline="ocb_eb", baseline_options={"state": {}}), "not an option"),
         (dict(method="rlcr", task=get_task("arithmetic", malformed="carry")), "carry"),
         (dict(scale="std"), "scale"),
         (dict(reward_funcs=[lambda completions, **kw: [0.0] * len(completions)]), "reward_funcs"),
@@ -243,6 +247,32 @@ def test_refused_configurations(case, message, tok, task, dataset):
     the_task = case.pop("task", task)
     with pytest.raises(ValueError, match=message):
         BlockwiseGRPOTrainer(build_model(tok), the_task, args, data, tok, **case)
+
+
+def test_ocb_eb_history_pools_over_training_steps_only(tok, task, dataset):
+    """baseline_options={"history": 2}: each training batch's advantages are ocb_eb's with the sums
+    of the two batches before it (bae.advantages with a state of its own, replayed here from the
+    scripts), so every token carries a[i, k] / |T_ik| of those; an evaluation batch reads the
+    memory and leaves it as it was."""
+    trainer = Scripted(build_model(tok), task, config(), dataset, tok, baseline="ocb_eb",
+                       baseline_options={"history": 2})
+    trainer.model.train()
+    outs = [trainer._generate_and_score_completions(rows(dataset, p)) for p in [(0, 1), (2, 3), (0, 1)]]
+    assert len(trainer.baseline_state[1]["eb_sums"]) == 2
+    kept = copy.deepcopy(trainer.baseline_state)
+    trainer.model.eval()
+    trainer._generate_and_score_completions(rows(dataset, (2, 3)))
+    assert trainer.baseline_state == kept
+    state, n = {}, 2 * G
+    for step, out in enumerate(outs):
+        blocks, _, outcomes, scores = reference(task, tok, trainer.script_log[step * n:(step + 1) * n])
+        rewards, groups = np.array([s.rewards for s in scores]), np.arange(n) // G
+        adv = blockwise_advantages(rewards, groups, outcomes, baseline="ocb_eb", history=2, state=state)
+        for i, b in enumerate(blocks):
+            counts = np.bincount(b, minlength=task.num_blocks)
+            torch.testing.assert_close(out["advantages"][i, :len(b)].double(), torch.tensor(adv[i][b] / counts[b]),
+                                       rtol=1e-5, atol=1e-7)
+    assert not np.allclose(adv, blockwise_advantages(rewards, groups, outcomes, baseline="ocb_eb"))  # the memory counted
 
 
 def test_scalar_methods_keep_trl_loss_types(tok, task, dataset):

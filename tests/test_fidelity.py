@@ -204,6 +204,22 @@ def test_estimator_errors_variants_carry_their_options():
                          variants={"ocb": ("ocb_eb", {"pretest": 0.05})})
 
 
+def test_estimator_errors_feed_a_history_variant_the_batches_in_order():
+    """ocb_eb with history = H, batch by batch in the order of the batch ids, is ocb_eb on the stack
+    of each batch and its H predecessors (groups of the earlier batches join the pool), batch 0 alone."""
+    sim = simulate(12, 4, seed=5, confidence_range=(0.05, 0.95))
+    batches = 2 - sim.groups // 4  # ids 2, 1, 0: batch 0 holds the last groups and comes first
+    errs = estimator_errors(sim.rewards, sim.groups, sim.outcomes, sim.reference_advantages, batches=batches,
+                            baselines=["ocb_eb"], variants={"window": ("ocb_eb", {"history": 1})})
+    first, second = batches == 0, batches == 1
+    np.testing.assert_allclose(errs["window"][first], errs["ocb_eb"][first], atol=1e-12)
+    both = first | second
+    stacked = estimator_errors(sim.rewards[both], sim.groups[both], sim.outcomes[both],
+                               sim.reference_advantages[both], baselines=["ocb_eb"])["ocb_eb"]
+    np.testing.assert_allclose(errs["window"][second], stacked[second[both]], atol=1e-12)
+    assert not np.allclose(errs["window"][second], errs["ocb_eb"][second])
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="continuations"):
         FidelityConfig(continuations=1)

@@ -79,8 +79,8 @@ def batch_like_verl(tokenizer, rows, width=None):
     return scores, mask, index, infos
 
 
-def core_reference(infos, index, mask, baseline, scale, aggregation="seq-mean-token-mean", max_length=None):
-    """The core alone: blockwise_advantages -> token ids from the starts -> token_advantages."""
+def core_reference(infos, index, mask, baseline, scale, aggregation="seq-mean-token-mean", max_length=None, **options):
+    """The core alone: blockwise_advantages (with `options`) -> token ids from the starts -> token_advantages."""
     k = sum(1 for key in infos[0] if key.startswith("bae_reward_"))
     r = np.array([[info[f"bae_reward_{j}"] for j in range(k)] for info in infos])
     o = np.array([[0] + [info[f"bae_outcome_{j}"] for j in range(1, k)] for info in infos])
@@ -88,7 +88,7 @@ def core_reference(infos, index, mask, baseline, scale, aggregation="seq-mean-to
     pos = np.arange(mask.shape[1])
     ids = (pos[None, None, :] >= starts[:, :, None]).sum(1)
     ids = np.where(mask.numpy() > 0, ids, -1)
-    adv = blockwise_advantages(r, index.astype(str), o, baseline=baseline, scale=scale)
+    adv = blockwise_advantages(r, index.astype(str), o, baseline=baseline, scale=scale, **options)
     return token_advantages(adv, torch.as_tensor(ids), aggregation, max_length), r, ids
 
 
@@ -248,6 +248,28 @@ def test_estimator_through_verl_compute_advantage_with_forwarding(tokenizer):
         bv._FORWARDED.reset(token)
     expected, _, _ = core_reference(infos, index, mask, "ocb", "none")
     assert torch.equal(out.batch["advantages"], expected)
+
+
+def test_ocb_eb_history_is_kept_by_the_estimator_from_step_to_step(tokenizer):
+    """bae.history=1: the registered estimator keeps each step's sums (in the driver, for the run:
+    `fn.bae_memory`), so step 2's advantages are the core's with a state fed step 1; `state=` gives
+    a memory of the caller's instead, to the same effect."""
+    rng = np.random.default_rng(4)
+    steps = [batch_like_verl(tokenizer, rows_like_verl(tokenizer, rng)) for _ in range(2)]
+    fn = core_algos.get_adv_estimator_fn("bae_ocb_eb")
+    fn.bae_memory.clear()
+    core_state, own_state = {}, {}
+    for scores, mask, index, infos in steps:
+        call = dict(token_level_rewards=scores, response_mask=mask, config=algo_config("bae_ocb_eb", False), index=index,
+                    scored=bv.scored_batch(infos, index), bae_options={"history": 1})
+        adv, _ = fn(**call)
+        own, _ = fn(**call, state=own_state)
+        expected, _, _ = core_reference(infos, index, mask, "ocb_eb", "none", history=1, state=core_state)
+        assert torch.equal(adv, expected) and torch.equal(own, expected)
+    assert len(fn.bae_memory[1]["eb_sums"]) == 1
+    plain, _, _ = core_reference(infos, index, mask, "ocb_eb", "none")
+    assert not torch.equal(adv, plain)  # the memory counted
+    fn.bae_memory.clear()
 
 
 def test_estimator_refuses_without_block_data_or_with_misaligned_rows(tokenizer):

@@ -148,6 +148,7 @@ REFUSED = [  # (override, what the message must name): every setting under which
     ("bae.entropy_target=-1", "bae.entropy_target"),
     ("+bae.shrink=2.0", "shrink"),  # an option of ocb_shrink, not of the recipe's ocb
     ("algorithm.adv_estimator=bae_ocb_eb,+bae.pretest=2.0", "pretest"),  # a level must lie in [1e-12, 1)
+    ("algorithm.adv_estimator=bae_ocb_eb,+bae.history=-1", "history"),  # a number of earlier steps
     ("algorithm.filter_groups.enable=true,algorithm.filter_groups.metric=acc", "filter_groups.metric=acc"),
 ]
 
@@ -188,6 +189,7 @@ def test_check_launch_accepts_what_it_should():
     for overrides in ([], ["actor_rollout_ref.actor.policy_loss.loss_mode=cispo"],
                       ["algorithm.adv_estimator=bae_ocb_shrink", "+bae.shrink=2.0"],
                       ["algorithm.adv_estimator=bae_ocb_eb", "+bae.pretest=0.05"],  # README's verl form
+                      ["algorithm.adv_estimator=bae_ocb_eb", "+bae.history=3"],
                       ["bae.use_adaptive_entropy=false", "actor_rollout_ref.actor.entropy_coeff=0.001"],
                       ["algorithm.filter_groups.enable=true"]):  # DAPO filtering on bae's total reward
         assert "bae.engines.verl" in bv.check_launch(recipe_with(*overrides))

@@ -92,6 +92,7 @@ abstention answer), `bae/confidence_mean` and `bae/ece` (when some completion st
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 from typing import Any
@@ -237,7 +238,10 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
             reward), "rlcr" (scalar: sum of the block rewards) or "gdpo" (scalar: the block rewards
             normalised in their group, summed, normalised over the batch).
         baseline: the baseline of blocks k >= 2 (bae), a name in bae.advantages.BASELINES.
-        baseline_options: keyword options of the baseline (e.g. {"shrink": 2.0} for ocb_shrink).
+        baseline_options: keyword options of the baseline (e.g. {"shrink": 2.0} for ocb_shrink). A
+            baseline that pools over steps (ocb_eb with {"history": H}) keeps its memory in
+            `trainer.baseline_state`, fed by training steps only; it is not saved in checkpoints
+            (a resumed run starts the window again).
         scale: "none" (the paper), "group" or "batch" (see bae.advantages.blockwise_advantages);
             "none" for gdpo, which normalises itself.
     """
@@ -263,6 +267,7 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
         self.method = method
         self.baseline = baseline
         self.baseline_options = dict(baseline_options or {})
+        self.baseline_state: dict = {}  # memory of a baseline that pools over steps (ocb_eb history); train steps only
         self.scale = scale
         self._scored_batch: ScoredBatch | None = None  # this step's batch, from _calculate_rewards to the advantages
         self._ratio_blocks: tuple[torch.Tensor, torch.Tensor | None] | None = None  # GSPO: set for one loss call
@@ -416,7 +421,9 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
 
         ids = batch.token_block_ids((out["completion_mask"] * out.get("tool_mask", 1)).cpu())  # [B, C], -1 padding
 
-        adv = batch.advantages(self.method, self.baseline, self.scale, **self.baseline_options)  # [N, K]
+        # an eval batch reads the training steps' memory but does not join it
+        state = self.baseline_state if mode == "train" else copy.deepcopy(self.baseline_state)
+        adv = batch.advantages(self.method, self.baseline, self.scale, state=state, **self.baseline_options)  # [N, K]
         rows = slice(self.accelerator.process_index * b, (self.accelerator.process_index + 1) * b)
         # a_k / |T_k| on each token; the loss type's factor c is applied in _compute_loss
         tokens = spread_advantages(self.method, adv[rows], ids, aggregation="seq-mean-token-sum")  # [B, C]

@@ -308,6 +308,8 @@ def _resolve_batch(scored: ScoredBatch | None, non_tensor_batch: Mapping | None,
 
 
 def _make_estimator(baseline: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    memory: dict = {}  # the run's memory of a baseline that pools over steps (ocb_eb history), in the driver
+
     def estimator(
         token_level_rewards: torch.Tensor,
         response_mask: torch.Tensor,
@@ -319,6 +321,7 @@ def _make_estimator(baseline: str) -> Callable[..., tuple[torch.Tensor, torch.Te
         loss_scale_factor: int | None = None,
         bae_options: Mapping[str, Any] | None = None,
         padding_rows: Any = None,
+        state: dict | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         forwarded = _FORWARDED.get() or {}
@@ -340,7 +343,8 @@ def _make_estimator(baseline: str) -> Callable[..., tuple[torch.Tensor, torch.Te
             # verl's padding rows (copies of row 0 that make the batch divisible) count in no baseline:
             # the advantages are those of the real rows alone; a padding row gets 0 (its mask is 0 anyway)
             real = select_rows(batch, ~padding) if padding.any() else batch
-            adv_real = real.advantages("bae", baseline, scale, eps=DEFAULT_EPS, **options)  # [N_real, K]
+            adv_real = real.advantages("bae", baseline, scale, eps=DEFAULT_EPS, state=memory if state is None else state,
+                                       **options)  # [N_real, K]
             adv = np.zeros((n, adv_real.shape[1]))
             adv[~padding] = adv_real
             ids = batch.token_block_ids(response_mask)  # [N, T]
@@ -356,9 +360,12 @@ def _make_estimator(baseline: str) -> Callable[..., tuple[torch.Tensor, torch.Te
         f"verl advantage estimator '{PREFIX}{baseline}': blockwise advantages (bae.advantages, baseline "
         f"{baseline!r} for blocks k >= 2, group mean for block 1) spread over tokens with per-block token "
         "weights for the actor's loss_agg_mode (bae.objective); rows marked in `padding_rows` (verl's padding "
-        "copies) take part in no baseline and get 0. Returns (advantages, returns), both [bs, T]."
+        "copies) take part in no baseline and get 0. A baseline that pools over steps (bae.history for ocb_eb) "
+        "keeps its memory in this function, i.e. in the driver process for the run (`state=` gives another dict). "
+        "Returns (advantages, returns), both [bs, T]."
     )
     estimator.__bae_baseline__ = baseline
+    estimator.bae_memory = memory  # to read or clear the run's memory
     return estimator
 
 

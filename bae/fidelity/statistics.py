@@ -33,7 +33,8 @@ def estimator_errors(
         reference_advantages: [N] the reference advantage of `block` (A_MC, or r - V exactly).
         block: the block whose advantage is compared (0-based; 1 = the second block).
         batches: [N] optional batch ids; each batch is estimated on its own (batch_mean averages
-            within it), as a training step sees one batch. None: one batch.
+            within it), as a training step sees one batch, in the order of the ids, each estimator
+            with a memory of its own (ocb_eb with history pools over the batches before). None: one batch.
         baselines: names in BASELINES (default: all registered, in registration order).
         variants: more estimators under names of their own: {name: (baseline, options)}, e.g.
             {"ocb_eb[pretest]": ("ocb_eb", {"pretest": 0.05})}; after `baselines` in the result.
@@ -55,10 +56,11 @@ def estimator_errors(
         specs[name] = (baseline, dict(options))
     b = np.zeros(n, dtype=np.int64) if batches is None else np.unique(np.asarray(batches), return_inverse=True)[1]
     out = {name: np.empty(n, dtype=np.float64) for name in specs}
+    memory = {name: {} for name in specs}
     for batch in np.unique(b):
         rows = np.nonzero(b == batch)[0]
         for name, (baseline, options) in specs.items():
-            a = blockwise_advantages(r[rows], g[rows], o[rows], baseline=baseline, **options)  # [n_b, K]
+            a = blockwise_advantages(r[rows], g[rows], o[rows], baseline=baseline, state=memory[name], **options)  # [n_b, K]
             out[name][rows] = a[:, block] - ref[rows]
     return out
 
