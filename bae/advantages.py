@@ -14,7 +14,7 @@ Departures from the paper, all opt-in by name:
 - "ocb_shrink": the stratum mean shrunk toward the group mean, for small strata (the paper names
   small strata as OCB's limitation).
 - "ocb_eb": the same shrinkage with its strength estimated from the batch (empirical Bayes),
-  optionally also from the last training steps' batches (history=H, a memory kept in `state`).
+  optionally also from the batches before (history=H, a memory kept in `state`).
 - outcomes may take any number of integer values (multi-bin outcomes, the paper's future work).
 
 Every baseline is a function `(r, group, outcome, **options) -> b` over one block's column:
@@ -55,7 +55,7 @@ def register_baseline(name: str, *, needs_outcomes: bool = False, check: Callabl
     check: an optional `check(**options)` that raises ValueError for a bad option value, so that
     `check_options` (called by the engines at construction) refuses it before any compute.
     stateful: the baseline also takes `state=`, a dict of its own for the block's column that
-    persists from one training step to the next (see blockwise_advantages' `state`)."""
+    persists from one batch to the next (see blockwise_advantages' `state`)."""
 
     def decorate(fn: Baseline) -> Baseline:
         if name in BASELINES:
@@ -79,7 +79,8 @@ def check_options(baseline: str, options: dict[str, Any]) -> None:
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; registered: {sorted(BASELINES)}")
     if "state" in options:
-        raise ValueError(f"baseline {baseline!r}: 'state' is not an option; pass it as blockwise_advantages(state=...)")
+        raise ValueError(f"baseline {baseline!r}: 'state' is not an option: the engines keep the memory of a baseline "
+                         "that pools over batches themselves; a direct call passes blockwise_advantages(state=...)")
     try:
         inspect.signature(BASELINES[baseline]).bind(None, None, None, **options)
     except TypeError as err:
@@ -189,8 +190,10 @@ def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str 
     with sigma2 (within-stratum noise) and tau2 (between-strata variance) pooled over the batch's
     groups ("batch") or over every group but the row's own ("others"), plus the `history` earlier
     batches kept in `state`; 1 where they cannot be estimated or sigma2 = 0. pretest = alpha:
-    tau2 = 0 where the pool's F statistic does not exceed its 1 - alpha quantile."""
+    tau2 = 0 where the pool's F statistic does not exceed its 1 - alpha quantile. With history, this
+    batch's sums join `state` (so call it once per batch and state: ocb_eb calls it)."""
     _check_eb(pool, pretest, history)
+    history = int(history)  # a numpy unsigned int would wrap around in -history
     if history and state is None:
         raise ValueError(f"ocb_eb: history={history} pools over earlier batches, so it needs their sums: pass the "
                          "same dict as blockwise_advantages(state=...) at every step (the engines keep one per run)")
@@ -218,11 +221,12 @@ def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str 
     pooled = total - parts if pool == "others" else np.broadcast_to(total, parts.shape)  # [6, G]
     if history:
         # the sums of the last `history` batches: other prompts, sampled before this batch
-        window = state.setdefault("eb_sums", [])
+        window = _eb_window(state)
         if window:
             pooled = pooled + np.asarray(window, dtype=np.float64).sum(axis=0)[:, None]
-        window.append(total[:, 0].tolist())  # plain floats: the state can go into a JSON checkpoint
-        del window[:-history]
+        if np.all(np.isfinite(total)):  # rewards near the float limit overflow SS: such a batch is not kept
+            window.append(total[:, 0].tolist())  # plain floats (and string keys above): JSON-safe
+        del window[: max(len(window) - history, 0)]
     ssw_p, dfw_p, ssb_p, dfb_p, d_p, mixed_p = np.maximum(pooled, 0.0)  # rounding in total - own: never < 0
     # dfw_p and mixed_p are counts (exact in float64): 0 exactly when the pool has no such stratum / group
     sigma2 = np.where(dfw_p > 0, ssw_p / np.maximum(dfw_p, 1.0), np.nan)  # [G]
@@ -232,6 +236,26 @@ def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str 
     sig, tau, ns = sigma2[group], tau2[group], s_n[ids]  # [N]
     known = np.isfinite(sig) & np.isfinite(tau) & (sig > 0)
     return np.where(known, tau * ns / np.where(known, tau * ns + sig, 1.0), 1.0)
+
+
+def _eb_window(state: Any) -> list:
+    """state["eb_sums"] (created empty), checked: a list whose entries are each the six finite,
+    non-negative sums of one earlier batch; a clear ValueError for anything else (a hand-edited or
+    foreign state)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"ocb_eb: state must be a dict, got {type(state).__name__}")
+    window = state.setdefault("eb_sums", [])
+    if not isinstance(window, list):
+        raise ValueError(f"ocb_eb: state['eb_sums'] must be a list of earlier batches' sums, got {type(window).__name__}")
+    for entry in window:
+        try:
+            values = np.asarray(entry, dtype=np.float64)
+        except (TypeError, ValueError):
+            values = None
+        if values is None or values.shape != (6,) or not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise ValueError(f"ocb_eb: state['eb_sums'] holds {entry!r}; each entry must be the six finite, non-negative "
+                             "sums (SSW, df_W, SSB, df_B, tau2 coefficient, mixed groups) of one earlier batch")
+    return window
 
 
 def _strata_differ(ssb: np.ndarray, dfb: np.ndarray, sigma2: np.ndarray, dfw: np.ndarray, alpha: float) -> np.ndarray:
@@ -296,13 +320,13 @@ def ocb_eb(r, group, outcome, *, pool: str = "others", pretest: float | None = N
 
     history=H (opt-in; 0, the default, pools over this batch only): the six sums above (SSW, its df,
     SSB, its df, the tau2 coefficient, the number of groups with two strata or more) of each of the
-    last H batches are added to the pool, so that a small batch (8 groups, say) estimates lam from
-    (H + 1) x as many groups. The sums are kept in `state` (a dict of the block's column, passed by
-    blockwise_advantages(state=...) and kept by the engines for the run; history > 0 without one is
-    refused). Earlier batches hold other prompts sampled before this one, so lam still does not
-    depend on the row's own group: the validity argument is unchanged. The price: lam is estimated
-    partly from older policies (a window of H steps; the policy moves little in H updates, but
-    nothing checks that), and the window starts empty (a resumed run starts it again).
+    H batches before are added to the pool, so that a small batch (8 groups, say) estimates lam from
+    (H + 1) x as many groups. The sums are kept in `state` (the block's entry of the dict passed as
+    blockwise_advantages(state=...); history > 0 without one is refused). Earlier batches hold other
+    prompts sampled before this one, so lam still does not depend on the row's own group: the
+    validity argument is unchanged. The price: lam is estimated partly from older policies (a window
+    of H batches; the policy moves little in H updates, but nothing checks that). A batch whose sums
+    are not finite (rewards near the float limit) is not kept.
     """
     lam = eb_weights(r, group, outcome, pool, pretest, history, state)
     ids, _ = strata(group, outcome)
@@ -359,9 +383,11 @@ def blockwise_advantages(
         scale: "none" (the paper), "group" (divide by the std of that block's rewards within the
             group, ddof=1, plus eps: GRPO) or "batch" (the std over the whole batch plus eps).
         eps: added to the std when scaling.
-        state: the memory of a baseline that pools over training steps (ocb_eb with history > 0):
-            a dict the caller keeps for the run and passes at every step; each block k >= 2 reads and
-            updates its own entry state[k]. Unused by the other baselines. None: no memory.
+        state: the memory of a baseline that pools over batches (ocb_eb with history > 0): a dict
+            the caller keeps for the run and passes with every batch, once (one dict per estimator);
+            column col >= 1 (block k = col + 1) reads and updates its own entry state[str(col)], and
+            state["num_blocks"] records K (a state of another block layout is refused). Plain
+            strings, lists and floats: json.dumps can save it. Unused by the other baselines.
         **options: passed to the baseline (e.g. shrink=... for "ocb_shrink").
 
     Returns:
@@ -400,6 +426,13 @@ def blockwise_advantages(
     elif baseline in NEEDS_OUTCOMES and k > 1:
         raise ValueError(f"baseline {baseline!r} needs outcomes ([N, K] ints) for blocks k >= 2")
 
+    if state is not None and baseline in STATEFUL and k > 1:
+        if not isinstance(state, dict):
+            raise ValueError(f"state must be a dict the caller keeps, got {type(state).__name__}")
+        if state.setdefault("num_blocks", k) != k:
+            raise ValueError(f"state holds the memory of {state['num_blocks']} blocks, this batch has {k}: one state per "
+                             "block layout")
+
     adv = np.zeros((n, k), dtype=np.float64)
     if n:
         group = _dense_ids(g, "group_ids")
@@ -409,7 +442,7 @@ def blockwise_advantages(
                 b = group_mean(rc, group, None)
             else:
                 oc = _dense_ids(o[:, col], "outcomes") if o is not None else None
-                memory = {"state": None if state is None else state.setdefault(col, {})} if baseline in STATEFUL else {}
+                memory = {"state": None if state is None else state.setdefault(str(col), {})} if baseline in STATEFUL else {}
                 b = np.asarray(BASELINES[baseline](rc, group, oc, **options, **memory), dtype=np.float64)
                 if b.shape != (n,):
                     raise ValueError(f"baseline {baseline!r} returned shape {b.shape}, expected ({n},)")

@@ -17,6 +17,10 @@ The regimes (fixed here, before any result; none is tuned to an estimator):
 - weak: m_x ~ U(0.4, 0.6): strata differ by |2 m_x - 1| <= 0.2 in value.
 - strong: m_x ~ U(0.05, 0.95): the paper's regime (RESULTS.md section 3).
 p_x ~ U(0.1, 0.9) in all three; the confidence policy's width is the simulator's default (0.15).
+- drift (only when named in --regimes): the regime moves from batch to batch, as a policy does in
+  training: batch t draws m_x ~ U(0.5 - w_t, 0.5 + w_t) with w_t a triangle wave from 0 (flat) to
+  0.45 (strong) and back over DRIFT_PERIOD batches, so that a window of earlier batches (--history)
+  holds a regime other than the current one.
 
 Printed: one RMSE table per regime (strata correct, incorrect, and "small": the rows whose stratum
 has one or two members), then the target check of ocb_eb and of ocb_eb with its pretest at 0.05
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -42,6 +47,9 @@ REGIMES = {
     "weak": dict(confidence_range=(0.4, 0.6)),
     "strong": dict(confidence_range=(0.05, 0.95)),
 }
+DRIFT_PERIOD = 100
+"""Batches per drift cycle: flat to strong in 50, back in 50 (the demo's policies take about 100-200
+steps to learn their confidence: this drifts faster)."""
 VARIANTS = {"ocb_eb[batch]": {"pool": "batch"}, "ocb_eb[pretest]": {"pretest": 0.05}}
 """ocb_eb with options: name -> keyword options of the baseline."""
 NAMES = ("batch_mean", "group_mean", "ocb", "ocb_shrink", "ocb_eb", *VARIANTS)
@@ -64,8 +72,25 @@ def errors(sim, batches: np.ndarray, history: int = 0) -> dict[str, np.ndarray]:
                             variants={name: ("ocb_eb", options) for name, options in with_history(history).items()})
 
 
+def drifting(batches: int, prompts: int, group: int, seed: int) -> SimpleNamespace:
+    """The drift regime: batch t simulated on its own with the half-width w_t of the triangle wave,
+    its groups numbered after the batches before."""
+    parts = []
+    for t in range(batches):
+        phase = (t % DRIFT_PERIOD) / DRIFT_PERIOD
+        w = 0.45 * (1 - abs(2 * phase - 1))  # 0 -> 0.45 -> 0
+        parts.append(simulate(prompts, group, seed=seed * 1_000_003 + t, confidence_range=(0.5 - w, 0.5 + w)))
+    return SimpleNamespace(rewards=np.concatenate([p.rewards for p in parts]),
+                           outcomes=np.concatenate([p.outcomes for p in parts]),
+                           groups=np.concatenate([p.groups + t * prompts for t, p in enumerate(parts)]),
+                           reference_advantages=np.concatenate([p.reference_advantages for p in parts]))
+
+
 def measure(regime: str, group: int, batches: int, prompts: int, seed: int, bootstrap: int, history: int = 0) -> dict:
-    sim = simulate(batches * prompts, group, seed=seed, **REGIMES[regime])
+    if regime == "drift":
+        sim = drifting(batches, prompts, group, seed)
+    else:
+        sim = simulate(batches * prompts, group, seed=seed, **REGIMES[regime])
     batch = sim.groups // prompts
     errs = errors(sim, batch, history)
     sizes = stratum_sizes(sim.groups, sim.outcomes[:, 1], batch)
@@ -99,7 +124,7 @@ def main() -> None:
     parser.add_argument("--groups", default="4,8,16,32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=500)
-    parser.add_argument("--regimes", default=",".join(REGIMES), help="a subset of " + ", ".join(REGIMES))
+    parser.add_argument("--regimes", default=",".join(REGIMES), help="a subset of " + ", ".join(REGIMES) + ", drift")
     parser.add_argument("--history", type=int, default=0, help="also measure ocb_eb pooling the H batches before")
     parser.add_argument("--json", default=None, help="also write every figure to this file")
     args = parser.parse_args()
@@ -109,15 +134,15 @@ def main() -> None:
     checked = (*CHECKED, *[n for n in names if n not in NAMES])
     sizes = [int(g) for g in args.groups.split(",")]
     chosen = args.regimes.split(",")
-    if unknown := [r for r in chosen if r not in REGIMES]:
-        parser.error(f"unknown regimes {unknown}; choose from {list(REGIMES)}")
+    if unknown := [r for r in chosen if r not in (*REGIMES, "drift")]:
+        parser.error(f"unknown regimes {unknown}; choose from {[*REGIMES, 'drift']}")
     results = {r: {g: measure(r, g, args.batches, args.prompts, args.seed, args.bootstrap, args.history) for g in sizes}
                for r in chosen}
 
     print(f"{args.batches} batches x {args.prompts} prompts per G, seed {args.seed}; RMSE of A_hat - A (exact) "
           f"± bootstrap se over prompts ({args.bootstrap} resamples)")
     for regime, per in results.items():
-        print(f"\n### {regime}: {REGIMES[regime]}\n")
+        print(f"\n### {regime}: {REGIMES.get(regime, f'triangle wave over {DRIFT_PERIOD} batches')}\n")
         print("| G | stratum | " + " | ".join(names) + " |")
         print("|---|---|" + "---|" * len(names))
         for g, cell in per.items():

@@ -530,7 +530,7 @@ def test_ocb_eb_history_pools_the_last_batches_as_if_they_were_this_one(pool, pr
         own = slice(len(sr) - len(r), len(sr))
         expected = blockwise_advantages(sr, sg, so, baseline="ocb_eb", pool=pool, pretest=pretest)[own]
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
-        assert len(state[1]["eb_sums"]) == min(t + 1, history)
+        assert len(state["1"]["eb_sums"]) == min(t + 1, history)
     assert history < 5 and not np.allclose(  # the window matters: without it batch 5 gets other advantages
         got, blockwise_advantages(r, g, o, baseline="ocb_eb", pool=pool, pretest=pretest))
 
@@ -553,7 +553,7 @@ def test_ocb_eb_history_keeps_the_weight_independent_of_the_own_group():
 
 
 def test_ocb_eb_history_keeps_one_memory_per_block_and_skips_empty_batches():
-    """K = 3: blocks 2 and 3 pool their own sums (state[1], state[2]); an empty batch adds nothing."""
+    """K = 3: blocks 2 and 3 pool their own sums (state["1"], state["2"]); an empty batch adds nothing; a state of another K is refused."""
     rng = np.random.default_rng(3)
     g = np.repeat(np.arange(4), 5)
     r = rng.normal(size=(20, 3))
@@ -562,8 +562,42 @@ def test_ocb_eb_history_keeps_one_memory_per_block_and_skips_empty_batches():
     blockwise_advantages(r, g, o, baseline="ocb_eb", history=2, state=state)
     blockwise_advantages(np.zeros((0, 3)), np.zeros(0, int), np.zeros((0, 3), int), baseline="ocb_eb", history=2,
                          state=state)
-    assert sorted(state) == [1, 2] and all(len(state[k]["eb_sums"]) == 1 for k in (1, 2))
-    assert state[1]["eb_sums"] != state[2]["eb_sums"]  # each block's own rewards and outcomes
+    assert sorted(state) == ["1", "2", "num_blocks"] and all(len(state[k]["eb_sums"]) == 1 for k in ("1", "2"))
+    assert state["1"]["eb_sums"] != state["2"]["eb_sums"]  # each block's own rewards and outcomes
+    with pytest.raises(ValueError, match="memory of 3 blocks, this batch has 2"):
+        blockwise_advantages(r[:, :2], g, o[:, :2], baseline="ocb_eb", history=2, state=state)
+
+
+def test_ocb_eb_history_state_survives_json_and_refuses_a_broken_one():
+    """The memory is plain JSON: a state saved with json and loaded back gives the same advantages
+    (a resumed run keeps its window). A broken state (wrong length, not finite, negative counts,
+    not a list) is refused with a message naming state['eb_sums']; a batch whose sums overflow is
+    not kept; a numpy unsigned history keeps its window (no wrap-around of -history)."""
+    import json
+
+    batches = [_two_strata_batch(seed, groups=5, size=4, gap=0.5) for seed in range(3)]
+    state = {}
+    for r, g, o in batches[:2]:
+        blockwise_advantages(r, g, o, baseline="ocb_eb", history=2, state=state)
+    restored = json.loads(json.dumps(state))
+    r, g, o = batches[2]
+    np.testing.assert_array_equal(blockwise_advantages(r, g, o, baseline="ocb_eb", history=2, state=restored),
+                                  blockwise_advantages(r, g, o, baseline="ocb_eb", history=2, state=state))
+    for broken in ([[1.0] * 5], [[np.nan] * 6], [[1.0, -1.0, 1.0, 1.0, 1.0, 1.0]], [["a"] * 6], "sums"):
+        with pytest.raises(ValueError, match=r"state\['eb_sums'\]"):
+            blockwise_advantages(r, g, o, baseline="ocb_eb", history=2, state={"1": {"eb_sums": broken}})
+    with pytest.raises(ValueError, match="state must be a dict"):
+        blockwise_advantages(r, g, o, baseline="ocb_eb", history=2, state=[])
+    kept = {}
+    huge = r.copy()
+    huge[:, 1] *= 1e160  # SSW and SSB overflow to inf
+    with np.errstate(all="ignore"):
+        blockwise_advantages(huge, g, o, baseline="ocb_eb", history=2, state=kept)
+    assert kept["1"]["eb_sums"] == []
+    unsigned = {}
+    for r, g, o in batches:
+        blockwise_advantages(r, g, o, baseline="ocb_eb", history=np.uint8(2), state=unsigned)
+    assert len(unsigned["1"]["eb_sums"]) == 2
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "2", None])

@@ -29,6 +29,9 @@ def test_paper_defaults():
         ({"trl": {"bf17": True}}, "trl: not GRPOConfig fields: ['bf17']"),
         ({"data": {"source": "prompts.txt"}}, "data.source"),
         ({"scale": "std"}, "scale"),
+        ({"baseline": "ocb_eb", "baseline_options": {"history": -1}}, "history must be"),  # at load, before any model
+        ({"baseline": "ocb", "baseline_options": {"history": 3}}, "unexpected keyword"),
+        ({"baseline": "ocb_eb", "baseline_options": {"state": {}}}, "'state' is not an option"),
     ],
 )
 def test_bad_values_name_the_key(raw, key):

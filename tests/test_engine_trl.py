@@ -7,6 +7,7 @@ reference side (`reference`) never uses the engine.
 """
 
 import copy
+import json
 import os
 import tempfile
 
@@ -22,7 +23,7 @@ from trl.trainer.utils import split_tensor_dict
 
 from bae.advantages import blockwise_advantages
 from bae.blocks import token_offsets as decode_with_offsets
-from bae.engines.trl import LOSS_TYPES, BlockwiseGRPOTrainer, paper_grpo_config
+from bae.engines.trl import BASELINE_STATE_FILE, LOSS_TYPES, BlockwiseGRPOTrainer, paper_grpo_config
 from bae.embedded.tiny import build_model
 from bae.tasks import get as get_task
 from trl_scripted import (G, Scripted, assert_carries, config, dataset, direct_l_bae,  # noqa: F401
@@ -258,7 +259,7 @@ def test_ocb_eb_history_pools_over_training_steps_only(tok, task, dataset):
                        baseline_options={"history": 2})
     trainer.model.train()
     outs = [trainer._generate_and_score_completions(rows(dataset, p)) for p in [(0, 1), (2, 3), (0, 1)]]
-    assert len(trainer.baseline_state[1]["eb_sums"]) == 2
+    assert len(trainer.baseline_state["1"]["eb_sums"]) == 2
     kept = copy.deepcopy(trainer.baseline_state)
     trainer.model.eval()
     trainer._generate_and_score_completions(rows(dataset, (2, 3)))
@@ -273,6 +274,25 @@ def test_ocb_eb_history_pools_over_training_steps_only(tok, task, dataset):
             torch.testing.assert_close(out["advantages"][i, :len(b)].double(), torch.tensor(adv[i][b] / counts[b]),
                                        rtol=1e-5, atol=1e-7)
     assert not np.allclose(adv, blockwise_advantages(rewards, groups, outcomes, baseline="ocb_eb"))  # the memory counted
+
+
+def test_ocb_eb_history_travels_with_the_checkpoints(tok, task, dataset, tmp_path):
+    """The memory is saved in each checkpoint (BASELINE_STATE_FILE, JSON) as it stood at the save and
+    restored where TRL restores its own optimizer state on resume; a run of plain ocb writes none."""
+    args = config(max_steps=2, save_strategy="steps", save_steps=1, output_dir=str(tmp_path))
+    trainer = Scripted(build_model(tok), task, args, dataset, tok, baseline="ocb_eb", baseline_options={"history": 3})
+    trainer.train()
+    saved = json.loads((tmp_path / "checkpoint-2" / BASELINE_STATE_FILE).read_text())
+    assert saved == trainer.baseline_state and len(saved["1"]["eb_sums"]) == 2  # one generation batch per step
+    assert len(json.loads((tmp_path / "checkpoint-1" / BASELINE_STATE_FILE).read_text())["1"]["eb_sums"]) == 1
+    resumed = Scripted(build_model(tok), task, args, dataset, tok, baseline="ocb_eb", baseline_options={"history": 3})
+    resumed.create_optimizer_and_scheduler(num_training_steps=2)
+    resumed._load_optimizer_and_scheduler(str(tmp_path / "checkpoint-2"))
+    assert resumed.baseline_state == saved
+    plain = Scripted(build_model(tok), task, config(max_steps=1, save_strategy="steps", save_steps=1,
+                                                    output_dir=str(tmp_path / "plain")), dataset, tok)
+    plain.train()
+    assert plain.baseline_state == {} and not (tmp_path / "plain" / "checkpoint-1" / BASELINE_STATE_FILE).exists()
 
 
 def test_scalar_methods_keep_trl_loss_types(tok, task, dataset):

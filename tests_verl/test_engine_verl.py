@@ -250,26 +250,30 @@ def test_estimator_through_verl_compute_advantage_with_forwarding(tokenizer):
     assert torch.equal(out.batch["advantages"], expected)
 
 
-def test_ocb_eb_history_is_kept_by_the_estimator_from_step_to_step(tokenizer):
-    """bae.history=1: the registered estimator keeps each step's sums (in the driver, for the run:
-    `fn.bae_memory`), so step 2's advantages are the core's with a state fed step 1; `state=` gives
-    a memory of the caller's instead, to the same effect."""
+def test_ocb_eb_history_reads_the_memory_it_is_given(tokenizer):
+    """bae.history=1: the estimator reads and updates the memory forwarded by the trainer (or passed as
+    `state=`), so step 2's advantages are the core's with a state fed step 1; without one it refuses
+    (the window would silently be empty)."""
     rng = np.random.default_rng(4)
     steps = [batch_like_verl(tokenizer, rows_like_verl(tokenizer, rng)) for _ in range(2)]
     fn = core_algos.get_adv_estimator_fn("bae_ocb_eb")
-    fn.bae_memory.clear()
-    core_state, own_state = {}, {}
+    core_state, given, forwarded = {}, {}, {}
     for scores, mask, index, infos in steps:
         call = dict(token_level_rewards=scores, response_mask=mask, config=algo_config("bae_ocb_eb", False), index=index,
                     scored=bv.scored_batch(infos, index), bae_options={"history": 1})
-        adv, _ = fn(**call)
-        own, _ = fn(**call, state=own_state)
+        own, _ = fn(**call, state=given)
+        token = bv._FORWARDED.set({"state": forwarded})
+        try:
+            through, _ = fn(**call)
+        finally:
+            bv._FORWARDED.reset(token)
         expected, _, _ = core_reference(infos, index, mask, "ocb_eb", "none", history=1, state=core_state)
-        assert torch.equal(adv, expected) and torch.equal(own, expected)
-    assert len(fn.bae_memory[1]["eb_sums"]) == 1
+        assert torch.equal(own, expected) and torch.equal(through, expected)
+    assert given == forwarded == core_state and len(given["1"]["eb_sums"]) == 1
     plain, _, _ = core_reference(infos, index, mask, "ocb_eb", "none")
-    assert not torch.equal(adv, plain)  # the memory counted
-    fn.bae_memory.clear()
+    assert not torch.equal(own, plain)  # the memory counted
+    with pytest.raises(ValueError, match="needs their sums"):
+        fn(**call)
 
 
 def test_estimator_refuses_without_block_data_or_with_misaligned_rows(tokenizer):
@@ -495,6 +499,28 @@ def test_v1_trainer_logs_the_per_block_metrics_of_the_step(tokenizer, monkeypatc
     assert 0 < expected["bae/malformed_rate"] < 1 and expected["bae/confidence/advantage_std"] > 0
 
 
+def test_v1_trainer_keeps_the_baseline_memory_for_the_run(tokenizer, monkeypatch):
+    """bae_ocb_eb with bae.history=2: the trainer forwards its own memory to the estimator at every
+    step, so step t's advantages (logged advantage std) are the core's with the sums of the steps
+    before, and the window keeps the last two."""
+    from bae.batch import ScoredBatch
+
+    rows = trainer_rows(tokenizer, np.random.default_rng(6))
+    trainer = bae_trainer(monkeypatch, rows, estimator="bae_ocb_eb", bae={"history": 2})
+    keys = list(rows)
+    scores = [TASK.score(tokenizer.decode(rows[k]["responses"], skip_special_tokens=True), "4") for k in keys]
+    expected_batch = ScoredBatch.from_scores(scores, np.array([rows[k]["uid"] for k in keys]), TASK.block_names)
+    replayed, stds = {}, []
+    for step in range(3):
+        metrics = {}
+        trainer._compute_advantage(BatchMeta(list(rows), "train"), metrics=metrics)
+        adv = expected_batch.advantages("bae", "ocb_eb", "none", history=2, state=replayed)
+        assert metrics["bae/confidence/advantage_std"] == pytest.approx(float(adv[:, 1].std()), abs=1e-12), step
+        stds.append(metrics["bae/confidence/advantage_std"])
+    assert trainer._bae_baseline_state == replayed and len(replayed["1"]["eb_sums"]) == 2
+    assert stds[0] != stds[1]  # the same rows, but the second step pools the first's sums
+
+
 def test_padding_rows_verl_adds_count_in_no_baseline(tokenizer, monkeypatch):
     """verl's upsample_batch_to_divisible_size appends copies of row 0 (its reward_extra_info
     included) under one `pad...` uid with a zero response mask. bae_batch_mean pools the batch:
@@ -570,8 +596,9 @@ def test_validation_with_a_reward_error_stops(monkeypatch):
 
 
 def test_entropy_controller_state_travels_with_verls_checkpoints(tmp_path, monkeypatch):
-    """verl's own _save_checkpoint / _load_checkpoint (workers stubbed) carry the controller's state;
-    a checkpoint without it is refused rather than resumed with the coefficient reset to 0."""
+    """verl's own _save_checkpoint / _load_checkpoint (workers stubbed) carry the controller's state
+    and the baseline memory; a checkpoint without them is refused rather than resumed with the
+    coefficient reset to 0."""
     import os
     import types
 
@@ -593,12 +620,15 @@ def test_entropy_controller_state_travels_with_verls_checkpoints(tmp_path, monke
     first = make()
     first.global_steps = 7
     first._bae_entropy.coef, first._bae_entropy.last_entropy = 0.0035, 0.12
+    memory = {"num_blocks": 2, "1": {"eb_sums": [[1.5, 4.0, 0.25, 1.0, 2.5, 1.0]]}}  # ocb_eb's window (bae.history)
+    first._bae_baseline_state.update(memory)
     first._save_checkpoint()
     assert saved and (tmp_path / "global_step_7" / bv.STATE_FILE).is_file()
     second = make()
     second._load_checkpoint()
     assert second.global_steps == 7 and second._bae_entropy.state_dict() == {"entropy_coef": 0.0035, "last_entropy": 0.12}
     assert second._bae_entropy.applied() == 0.0035
+    assert second._bae_baseline_state == memory
     os.remove(tmp_path / "global_step_7" / bv.STATE_FILE)
     with pytest.raises(RuntimeError, match=bv.STATE_FILE):
         make()._load_checkpoint()

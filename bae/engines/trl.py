@@ -93,6 +93,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 from typing import Any
@@ -107,6 +108,7 @@ from trl import GRPOConfig, GRPOTrainer
 from bae import tasks as _tasks
 from bae.advantages import SCALES, check_options
 from bae.batch import FIELDS, ScoredBatch, score_completions
+from bae.io import atomic_write_text
 from bae.objective import METHODS, spread_advantages
 from bae.paper import PAPER
 from bae.tasks import Task
@@ -130,6 +132,8 @@ def check_trl_version(version: str) -> None:
 
 check_trl_version(trl.__version__)
 
+BASELINE_STATE_FILE = "bae_baseline_state.json"
+"""In each checkpoint folder: the memory of a baseline that pools over batches (ocb_eb's history)."""
 ANSWER_COLUMN = "answer"
 """The dataset column holding each prompt's gold answer (passed to task.score)."""
 
@@ -239,9 +243,9 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
             normalised in their group, summed, normalised over the batch).
         baseline: the baseline of blocks k >= 2 (bae), a name in bae.advantages.BASELINES.
         baseline_options: keyword options of the baseline (e.g. {"shrink": 2.0} for ocb_shrink). A
-            baseline that pools over steps (ocb_eb with {"history": H}) keeps its memory in
-            `trainer.baseline_state`, fed by training steps only; it is not saved in checkpoints
-            (a resumed run starts the window again).
+            baseline that pools over batches (ocb_eb with {"history": H}) keeps its memory in
+            `trainer.baseline_state`, fed by each training generation batch (not by evaluation),
+            saved in each checkpoint (BASELINE_STATE_FILE) and restored on resume.
         scale: "none" (the paper), "group" or "batch" (see bae.advantages.blockwise_advantages);
             "none" for gdpo, which normalises itself.
     """
@@ -433,6 +437,25 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
         for key, value in batch.metrics(adv, abstain=self.task.config.abstain is not None).items():
             self._metrics[mode][key].append(value)
         return out
+
+    # -- checkpoints: the baseline memory travels with them, as TRL's entropy controller state does --
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.baseline_state and self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            atomic_write_text(os.path.join(folder, BASELINE_STATE_FILE), json.dumps(self.baseline_state))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, BASELINE_STATE_FILE) if checkpoint is not None else None
+        if path is not None and os.path.isfile(path):
+            with open(path) as f:
+                saved = json.load(f)
+            self.baseline_state.clear()
+            self.baseline_state.update(saved)
 
     # -- loss -----------------------------------------------------------------------------------
 

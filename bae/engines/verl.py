@@ -308,8 +308,6 @@ def _resolve_batch(scored: ScoredBatch | None, non_tensor_batch: Mapping | None,
 
 
 def _make_estimator(baseline: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    memory: dict = {}  # the run's memory of a baseline that pools over steps (ocb_eb history), in the driver
-
     def estimator(
         token_level_rewards: torch.Tensor,
         response_mask: torch.Tensor,
@@ -343,8 +341,8 @@ def _make_estimator(baseline: str) -> Callable[..., tuple[torch.Tensor, torch.Te
             # verl's padding rows (copies of row 0 that make the batch divisible) count in no baseline:
             # the advantages are those of the real rows alone; a padding row gets 0 (its mask is 0 anyway)
             real = select_rows(batch, ~padding) if padding.any() else batch
-            adv_real = real.advantages("bae", baseline, scale, eps=DEFAULT_EPS, state=memory if state is None else state,
-                                       **options)  # [N_real, K]
+            memory = state if state is not None else forwarded.get("state")  # the trainer's, for ocb_eb's history
+            adv_real = real.advantages("bae", baseline, scale, eps=DEFAULT_EPS, state=memory, **options)  # [N_real, K]
             adv = np.zeros((n, adv_real.shape[1]))
             adv[~padding] = adv_real
             ids = batch.token_block_ids(response_mask)  # [N, T]
@@ -360,12 +358,11 @@ def _make_estimator(baseline: str) -> Callable[..., tuple[torch.Tensor, torch.Te
         f"verl advantage estimator '{PREFIX}{baseline}': blockwise advantages (bae.advantages, baseline "
         f"{baseline!r} for blocks k >= 2, group mean for block 1) spread over tokens with per-block token "
         "weights for the actor's loss_agg_mode (bae.objective); rows marked in `padding_rows` (verl's padding "
-        "copies) take part in no baseline and get 0. A baseline that pools over steps (bae.history for ocb_eb) "
-        "keeps its memory in this function, i.e. in the driver process for the run (`state=` gives another dict). "
+        "copies) take part in no baseline and get 0. A baseline that pools over batches (bae.history for ocb_eb) "
+        "reads and updates the memory the bae trainer forwards (or `state=`, a dict of the caller's). "
         "Returns (advantages, returns), both [bs, T]."
     )
     estimator.__bae_baseline__ = baseline
-    estimator.bae_memory = memory  # to read or clear the run's memory
     return estimator
 
 
@@ -456,7 +453,7 @@ ENTROPY_KEYS = ("use_adaptive_entropy", "entropy_target", "entropy_coef_delta", 
 """Keys of the `bae:` section that configure the entropy controller (TRL's GRPOConfig names);
 every other key is an option of the baseline (e.g. `shrink` for ocb_shrink)."""
 ENTROPY_COEF_KEY = "bae_entropy_coeff"  # the coefficient for this update, in the actor's mini-batch (non-tensor)
-STATE_FILE = "bae_state.json"  # the controller's state, in each verl checkpoint folder global_step_<n>/
+STATE_FILE = "bae_state.json"  # the controller's state and the baseline memory, in each verl checkpoint folder global_step_<n>/
 
 
 def bae_section(config: Any) -> dict[str, Any]:
@@ -589,6 +586,9 @@ class BlockwiseAdvantageMixin:
       it, with the rows verl added as padding, the actor's loss layout and the `bae:` baseline
       options, to the estimator that verl's own `_compute_advantage` then calls through the
       registry; then logs ScoredBatch.metrics of the real rows (bae/<block>/..., bae/ece, ...);
+    - the memory of a baseline that pools over batches (ocb_eb with bae.history) is the trainer's
+      (`_bae_baseline_state`), forwarded with the block data, and saved with and restored from
+      verl's checkpoints (STATE_FILE);
     - the entropy controller (EntropyController, unless bae.use_adaptive_entropy=false) measures
       the policy's token-mean entropy in `_compute_old_log_prob`, hands its coefficient to the
       actor's loss in `_update_actor` (EntropyControlledLoss, installed in `on_init_end`), logs it,
@@ -606,6 +606,10 @@ class BlockwiseAdvantageMixin:
     @property
     def _bae_active(self) -> bool:
         return self.config.algorithm.adv_estimator in ESTIMATORS
+
+    @property
+    def _bae_baseline_state(self) -> dict:
+        return self.__dict__.setdefault("_bae_baseline_memory", {})
 
     @property
     def _bae_entropy(self) -> EntropyController | None:
@@ -654,7 +658,8 @@ class BlockwiseAdvantageMixin:
         aggregation, max_length = loss_layout(self.config.actor_rollout_ref.actor)
         abstain = bool(infos[0].get(ABSTAIN_KEY, 0)) if infos else False
         return {"scored": scored_batch(infos, uids), "padding": padding, "loss_agg_mode": aggregation,
-                "loss_scale_factor": max_length, "bae_options": baseline_options(self.config), "abstain": abstain}
+                "loss_scale_factor": max_length, "bae_options": baseline_options(self.config), "abstain": abstain,
+                "state": self._bae_baseline_state}
 
     def _compute_advantage(self, batch, metrics: dict):
         if not self._bae_active:
@@ -725,27 +730,35 @@ class BlockwiseAdvantageMixin:
         return os.path.join(folder, f"global_step_{step}", STATE_FILE)
 
     def _save_checkpoint(self):
-        if self._bae_entropy is not None:  # written before verl's tracker file names this checkpoint
+        if self._bae_active:  # written before verl's tracker file names this checkpoint
             from bae.io import atomic_write_text
 
+            controller = self._bae_entropy.state_dict() if self._bae_entropy is not None else {}
             atomic_write_text(self._bae_state_path(self.global_steps),
-                              json.dumps({"global_step": self.global_steps, **self._bae_entropy.state_dict()}))
+                              json.dumps({"global_step": self.global_steps, **controller,
+                                          "baseline_state": self._bae_baseline_state}))
         return super()._save_checkpoint()
 
     def _load_checkpoint(self):
         out = super()._load_checkpoint()
-        if self._bae_entropy is not None and self.global_steps > 0:
+        if self._bae_active and self.global_steps > 0:
             if self.config.trainer.resume_mode == "resume_path":
                 folder = self.config.trainer.resume_from_path
                 path = os.path.join(folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder), STATE_FILE)
             else:
                 path = self._bae_state_path(self.global_steps)
             if not os.path.isfile(path):
+                if self._bae_entropy is None:  # nothing that must be restored: a baseline memory starts empty
+                    return out
                 raise RuntimeError(f"bae: the checkpoint of step {self.global_steps} has no {STATE_FILE} ({path}): the "
                                    "entropy controller's coefficient cannot be restored. Resume from a checkpoint the bae "
                                    "trainer wrote, or set bae.use_adaptive_entropy=false")
             with open(path) as f:
-                self._bae_entropy.load_state_dict(json.load(f))
+                saved = json.load(f)
+            if self._bae_entropy is not None:
+                self._bae_entropy.load_state_dict(saved)
+            self._bae_baseline_state.clear()
+            self._bae_baseline_state.update(saved.get("baseline_state") or {})
         return out
 
     def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, *args, **kwargs):

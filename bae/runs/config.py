@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bae.advantages import BASELINES
+from bae.advantages import BASELINES, check_options
 from bae.objective import METHODS
 from bae.paper import PAPER
 from bae.tasks import BlockSpec
@@ -259,6 +259,12 @@ class TrainConfig(Strict):
     def _batch_is_whole_groups(self):
         if self.batch_size % self.group_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of group_size ({self.group_size})")
+        return self
+
+    @model_validator(mode="after")
+    def _baseline_takes_its_options(self):
+        if self.method == "bae":  # as the trainer checks them, but at load, before any model is built
+            check_options(self.baseline, dict(self.baseline_options))
         return self
 
     @model_validator(mode="after")
