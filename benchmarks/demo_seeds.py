@@ -65,6 +65,21 @@ def t_interval(values: list[float], level: float = LEVEL) -> dict[str, float]:
     return {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "n": n}
 
 
+def rank_tests(differences: list[float]) -> dict[str, float]:
+    """Two checks of a paired difference that a single outlying seed (a collapsed policy) cannot
+    carry the way it carries a mean: how many seeds are above zero, the two-sided sign test's p
+    over the nonzero ones, and the two-sided Wilcoxon signed-rank test's p (scipy's, exact for
+    small samples without ties); p = 1 when every difference is zero."""
+    from scipy import stats
+
+    nonzero = [d for d in differences if d != 0]
+    above = sum(d > 0 for d in nonzero)
+    if not nonzero:
+        return {"above": 0, "n": len(differences), "sign_p": 1.0, "wilcoxon_p": 1.0}
+    return {"above": above, "n": len(differences), "sign_p": float(stats.binomtest(above, len(nonzero)).pvalue),
+            "wilcoxon_p": float(stats.wilcoxon(nonzero).pvalue)}
+
+
 def aggregate(per_seed: dict[int, dict], reference: str) -> dict:
     """{"values": policy -> figure -> per-seed values, "differences": policy -> figure ->
     t_interval of the per-seed (policy - reference), "missing": policy -> the figures left out}
@@ -94,8 +109,11 @@ def target(result: dict, reference: str) -> list[str]:
         if rival in d and "ece" in d[rival]:
             x = d[rival]["ece"]
             met = x["low"] > 0
+            ranks = rank_tests(x["per_seed"])
             lines.append(f"- ECE of {rival} - {reference}: {x['mean']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]: "
-                         f"{'met' if met else 'not met'} (the target: {reference} lower, with an interval that excludes zero).")
+                         f"{'met' if met else 'not met'} (the target: {reference} lower, with an interval that excludes zero); "
+                         f"above on {ranks['above']} of {ranks['n']} seeds, sign test p = {ranks['sign_p']:.3f}, "
+                         f"Wilcoxon signed-rank p = {ranks['wilcoxon_p']:.3f}.")
     if "rlvr" in d:
         x = d["rlvr"]["accuracy"]
         met = abs(x["mean"]) <= 0.01

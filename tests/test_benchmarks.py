@@ -71,7 +71,13 @@ def test_demo_seeds_pairs_each_seed_and_uses_the_student_t_interval():
     half = 2.776445 * math.sqrt(sum((x - 0.03) ** 2 for x in diffs) / 4) / math.sqrt(5)
     assert (d["mean"], d["low"], d["high"]) == pytest.approx((0.03, 0.03 - half, 0.03 + half), abs=1e-6)
     assert "auroc" not in result["differences"]["bae+group_mean"]  # not reported: not compared
-    assert ": met (the target: bae+ocb lower" in seeds.target(result, "bae+ocb")[0]
+    sentence = seeds.target(result, "bae+ocb")[0]
+    assert ": met (the target: bae+ocb lower" in sentence
+    # five differences, all above zero: each sign pattern has probability 1/32 under the null, so both
+    # two-sided p-values are 2/32 (the signed-rank statistic's extreme too)
+    assert "above on 5 of 5 seeds, sign test p = 0.062, Wilcoxon signed-rank p = 0.062" in sentence
+    assert seeds.rank_tests([0.0, 0.0]) == {"above": 0, "n": 2, "sign_p": 1.0, "wilcoxon_p": 1.0}
+    assert seeds.rank_tests([0.1, -0.2, 0.0])["above"] == 1
     assert seeds.t_interval([0.2]) == {"mean": 0.2, "sd": 0.0, "low": 0.2, "high": 0.2, "n": 1}
     # a policy that states no confidence on one seed: its calibration figures are left out, and said so
     for s in range(5):
