@@ -60,6 +60,8 @@ def register_baseline(name: str, *, needs_outcomes: bool = False, check: Callabl
     def decorate(fn: Baseline) -> Baseline:
         if name in BASELINES:
             raise ValueError(f"baseline {name!r} is already registered")
+        if stateful and "state" not in _parameters(fn):
+            raise ValueError(f"baseline {name!r} is registered as stateful but takes no `state` keyword")
         BASELINES[name] = fn
         if needs_outcomes:
             NEEDS_OUTCOMES.add(name)
@@ -72,19 +74,37 @@ def register_baseline(name: str, *, needs_outcomes: bool = False, check: Callabl
     return decorate
 
 
-def check_options(baseline: str, options: dict[str, Any]) -> None:
-    """Raise ValueError for an unknown baseline, an option it does not take, or a bad option value."""
+def _parameters(fn: Callable) -> list[str]:
     import inspect
+
+    return list(inspect.signature(fn).parameters)
+
+
+def _options_of(name: str) -> list[str]:
+    """The keyword options a registered baseline takes (its parameters after r, group, outcome; not state)."""
+    return [p for p in _parameters(BASELINES[name])[3:] if p != "state"]
+
+
+def check_options(baseline: str, options: dict[str, Any]) -> None:
+    """Raise ValueError for an unknown baseline, an option it does not take (saying which options it
+    takes, and which baselines take that one), or a bad option value."""
+    import difflib
 
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; registered: {sorted(BASELINES)}")
     if "state" in options:
-        raise ValueError(f"baseline {baseline!r}: 'state' is not an option: the engines keep the memory of a baseline "
-                         "that pools over batches themselves; a direct call passes blockwise_advantages(state=...)")
-    try:
-        inspect.signature(BASELINES[baseline]).bind(None, None, None, **options)
-    except TypeError as err:
-        raise ValueError(f"baseline {baseline!r}: {err}") from None
+        raise ValueError(f"baseline {baseline!r}: 'state' is not an option: a baseline that pools over batches "
+                         "(ocb_eb with history: H) has its memory kept and checkpointed by the trainers; a direct "
+                         "call passes blockwise_advantages(state=...)")
+    accepted = _options_of(baseline)
+    for key in options:
+        if key not in accepted:
+            elsewhere = sorted(name for name in BASELINES if key in _options_of(name))
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            raise ValueError(f"baseline {baseline!r} takes no option {key!r}"
+                             + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + (f"; {key!r} is an option of {', '.join(elsewhere)}" if elsewhere else "")
+                             + f"; {baseline!r} takes {', '.join(map(repr, accepted)) if accepted else 'no options'}")
     if baseline in _OPTION_CHECKS:
         _OPTION_CHECKS[baseline](**options)
 
@@ -334,6 +354,17 @@ def ocb_eb(r, group, outcome, *, pool: str = "others", pretest: float | None = N
     return lam * (s_sums / np.maximum(s_counts, 1)) + (1.0 - lam) * group_mean(r, group, outcome) if len(r) else np.zeros(0)
 
 
+def _column_memory(state: dict | None, col: int) -> tuple[str, dict | None]:
+    """(key, the column's memory) for a stateful baseline: state[str(col)], a new dict if absent
+    (stored by the caller only once the baseline put something in it), None without a state."""
+    if state is None:
+        return str(col), None
+    memory = state.get(str(col), {})
+    if not isinstance(memory, dict):
+        raise ValueError(f"state[{str(col)!r}] (block {col + 1}'s memory) must be a dict, got {type(memory).__name__}")
+    return str(col), memory
+
+
 def _group_std(r: np.ndarray, group: np.ndarray) -> np.ndarray:
     """Unbiased standard deviation (ddof=1, as torch.std in TRL and verl) of r within each group,
     broadcast to rows; a group of one has std 0."""
@@ -387,7 +418,8 @@ def blockwise_advantages(
             the caller keeps for the run and passes with every batch, once (one dict per estimator);
             column col >= 1 (block k = col + 1) reads and updates its own entry state[str(col)], and
             state["num_blocks"] records K (a state of another block layout is refused). Plain
-            strings, lists and floats: json.dumps can save it. Unused by the other baselines.
+            strings, lists and floats: json.dumps can save it. Untouched by the other baselines and
+            by ocb_eb without history.
         **options: passed to the baseline (e.g. shrink=... for "ocb_shrink").
 
     Returns:
@@ -429,9 +461,9 @@ def blockwise_advantages(
     if state is not None and baseline in STATEFUL and k > 1:
         if not isinstance(state, dict):
             raise ValueError(f"state must be a dict the caller keeps, got {type(state).__name__}")
-        if state.setdefault("num_blocks", k) != k:
-            raise ValueError(f"state holds the memory of {state['num_blocks']} blocks, this batch has {k}: one state per "
-                             "block layout")
+        if "num_blocks" in state and state["num_blocks"] != k:
+            raise ValueError(f"state['num_blocks'] is {state['num_blocks']!r}: it holds the memory of another block "
+                             f"layout than this batch's {k} blocks; keep one state per block layout")
 
     adv = np.zeros((n, k), dtype=np.float64)
     if n:
@@ -442,8 +474,14 @@ def blockwise_advantages(
                 b = group_mean(rc, group, None)
             else:
                 oc = _dense_ids(o[:, col], "outcomes") if o is not None else None
-                memory = {"state": None if state is None else state.setdefault(str(col), {})} if baseline in STATEFUL else {}
-                b = np.asarray(BASELINES[baseline](rc, group, oc, **options, **memory), dtype=np.float64)
+                kwargs = dict(options)
+                if baseline in STATEFUL:
+                    key, memory = _column_memory(state, col)
+                    kwargs["state"] = memory
+                b = np.asarray(BASELINES[baseline](rc, group, oc, **kwargs), dtype=np.float64)
+                if baseline in STATEFUL and memory:  # kept only once the baseline stored something
+                    state[key] = memory
+                    state["num_blocks"] = k
                 if b.shape != (n,):
                     raise ValueError(f"baseline {baseline!r} returned shape {b.shape}, expected ({n},)")
             a = rc - b

@@ -138,7 +138,7 @@ def train(
     config: str = typer.Option(..., "--config", "-c", help="YAML config (see configs/)"),
     resume: bool = typer.Option(False, help="continue the run in the config's output_dir from its last checkpoint"),
 ) -> None:
-    """Train a policy with BAE (or the scalar RLVR / RLCR baselines) on TRL, from a YAML config."""
+    """Train a policy with BAE (or the scalar RLVR / RLCR / GDPO baselines) on TRL, from a YAML config."""
     from bae.runs.config import ConfigError, load
 
     try:

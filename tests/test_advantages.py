@@ -229,14 +229,17 @@ def test_bad_names_and_options_are_clear_errors():
         blockwise_advantages(r, g, o, baseline="ocbb")
     with pytest.raises(ValueError, match="unknown scale"):
         blockwise_advantages(r, g, o, scale="std")
-    with pytest.raises(ValueError, match="unexpected keyword"):
+    with pytest.raises(ValueError, match="'ocb' takes no option 'shrink'; 'shrink' is an option of ocb_shrink; "
+                                         "'ocb' takes no options"):
         blockwise_advantages(r, g, o, baseline="ocb", shrink=2.0)
     with pytest.raises(ValueError, match="shrink must be"):
         blockwise_advantages(r, g, o, baseline="ocb_shrink", shrink=-1.0)
     with pytest.raises(ValueError, match="pool must be"):
         blockwise_advantages(r, g, o, baseline="ocb_eb", pool="group")
-    with pytest.raises(ValueError, match="unexpected keyword"):
+    with pytest.raises(ValueError, match="'ocb_eb' takes 'pool', 'pretest', 'history'"):
         blockwise_advantages(r, g, o, baseline="ocb_eb", shrink=1.0)
+    with pytest.raises(ValueError, match=r"takes no option 'histroy' \(did you mean 'history'\?\)"):
+        blockwise_advantages(r, g, o, baseline="ocb_eb", histroy=3)
 
 
 def test_empty_batch():
@@ -564,7 +567,7 @@ def test_ocb_eb_history_keeps_one_memory_per_block_and_skips_empty_batches():
                          state=state)
     assert sorted(state) == ["1", "2", "num_blocks"] and all(len(state[k]["eb_sums"]) == 1 for k in ("1", "2"))
     assert state["1"]["eb_sums"] != state["2"]["eb_sums"]  # each block's own rewards and outcomes
-    with pytest.raises(ValueError, match="memory of 3 blocks, this batch has 2"):
+    with pytest.raises(ValueError, match="state\\['num_blocks'\\] is 3: it holds the memory of another block layout"):
         blockwise_advantages(r[:, :2], g, o[:, :2], baseline="ocb_eb", history=2, state=state)
 
 
@@ -613,10 +616,20 @@ def test_ocb_eb_history_needs_a_state_and_state_is_no_option():
         blockwise_advantages(r, g, o, baseline="ocb_eb", history=2)
     with pytest.raises(ValueError, match="'state' is not an option"):
         check_options("ocb_eb", {"state": {}})
-    # history = 0 with a state is the plain estimate, and the other baselines ignore the state
-    np.testing.assert_array_equal(blockwise_advantages(r, g, o, baseline="ocb_eb", state={}),
-                                  blockwise_advantages(r, g, o, baseline="ocb_eb"))
+    # history = 0 with a state is the plain estimate and leaves the state empty; so do the other baselines
     state = {}
+    np.testing.assert_array_equal(blockwise_advantages(r, g, o, baseline="ocb_eb", state=state),
+                                  blockwise_advantages(r, g, o, baseline="ocb_eb"))
     np.testing.assert_array_equal(blockwise_advantages(r, g, o, baseline="ocb", state=state),
                                   blockwise_advantages(r, g, o, baseline="ocb"))
     assert state == {}
+    with pytest.raises(ValueError, match=r"state\['1'\] \(block 2's memory\) must be a dict"):
+        blockwise_advantages(r, g, o, baseline="ocb_eb", history=2, state={"1": []})
+    with pytest.raises(ValueError, match=r"state\['num_blocks'\] is '2'"):
+        blockwise_advantages(r, g, o, baseline="ocb_eb", history=2, state={"num_blocks": "2"})
+
+
+def test_a_stateful_baseline_must_take_a_state():
+    with pytest.raises(ValueError, match="stateful but takes no `state`"):
+        register_baseline("stateless_test", stateful=True)(lambda r, group, outcome: r)
+    assert "stateless_test" not in BASELINES

@@ -30,7 +30,7 @@ def test_paper_defaults():
         ({"data": {"source": "prompts.txt"}}, "data.source"),
         ({"scale": "std"}, "scale"),
         ({"baseline": "ocb_eb", "baseline_options": {"history": -1}}, "history must be"),  # at load, before any model
-        ({"baseline": "ocb", "baseline_options": {"history": 3}}, "unexpected keyword"),
+        ({"baseline": "ocb", "baseline_options": {"history": 3}}, "'history' is an option of ocb_eb"),
         ({"baseline": "ocb_eb", "baseline_options": {"state": {}}}, "'state' is not an option"),
     ],
 )
