@@ -123,6 +123,7 @@ def test_resuming_a_finished_run_changes_nothing(uninterrupted):
     again = bae_train(path, "--resume")
     assert again.returncode == 0, again.stdout[-3000:]
     assert "is finished" in again.stdout
+    assert f"start a new run from it: model: {run_a / 'final'}, another output_dir" in again.stdout  # how to go on
     after = {p: p.stat().st_mtime_ns for p in run_a.rglob("*") if p.is_file()}
     assert after == before  # no new checkpoint, final/ and the evaluation untouched
 

@@ -229,7 +229,9 @@ def _finished(config: TrainConfig, out: Path) -> dict:
     """A finished run is not trained again: its final evaluation (run now only if it is missing)."""
     from rich.console import Console
 
-    Console(stderr=True).print(f"resume: {out} is finished ({out / 'final'} is saved); nothing to train")
+    Console(stderr=True).print(f"resume: {out} is finished ({out / 'final'} is saved); nothing to train. To train it "
+                               f"further, start a new run from it: model: {out / 'final'}, another output_dir",
+                               soft_wrap=True)
     metrics = out / "eval" / "final" / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text())
