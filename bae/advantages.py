@@ -89,6 +89,7 @@ def check_options(baseline: str, options: dict[str, Any]) -> None:
     """Raise ValueError for an unknown baseline, an option it does not take (saying which options it
     takes, and which baselines take that one), or a bad option value."""
     import difflib
+    import inspect
 
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; registered: {sorted(BASELINES)}")
@@ -96,15 +97,19 @@ def check_options(baseline: str, options: dict[str, Any]) -> None:
         raise ValueError(f"baseline {baseline!r}: 'state' is not an option: a baseline that pools over batches "
                          "(ocb_eb with history: H) has its memory kept and checkpointed by the trainers; a direct "
                          "call passes blockwise_advantages(state=...)")
-    accepted = _options_of(baseline)
-    for key in options:
-        if key not in accepted:
-            elsewhere = sorted(name for name in BASELINES if key in _options_of(name))
-            close = difflib.get_close_matches(str(key), accepted, n=1)
-            raise ValueError(f"baseline {baseline!r} takes no option {key!r}"
-                             + (f" (did you mean {close[0]!r}?)" if close else "")
-                             + (f"; {key!r} is an option of {', '.join(elsewhere)}" if elsewhere else "")
-                             + f"; {baseline!r} takes {', '.join(map(repr, accepted)) if accepted else 'no options'}")
+    try:  # the signature decides (a baseline with **options takes any option)
+        inspect.signature(BASELINES[baseline]).bind(None, None, None, **options)
+    except TypeError as err:
+        accepted = _options_of(baseline)
+        key = next((k for k in options if k not in accepted), None)
+        if key is None:
+            raise ValueError(f"baseline {baseline!r}: {err}") from None
+        elsewhere = sorted(name for name in BASELINES if key in _options_of(name))
+        close = difflib.get_close_matches(str(key), accepted, n=1)
+        raise ValueError(f"baseline {baseline!r} takes no option {key!r}"
+                         + (f" (did you mean {close[0]!r}?)" if close else "")
+                         + (f"; {key!r} is an option of {', '.join(elsewhere)}" if elsewhere else "")
+                         + f"; {baseline!r} takes {', '.join(map(repr, accepted)) if accepted else 'no options'}") from None
     if baseline in _OPTION_CHECKS:
         _OPTION_CHECKS[baseline](**options)
 

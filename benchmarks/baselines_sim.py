@@ -48,8 +48,8 @@ REGIMES = {
     "strong": dict(confidence_range=(0.05, 0.95)),
 }
 DRIFT_PERIOD = 100
-"""Batches per drift cycle: flat to strong in 50, back in 50 (the demo's policies take about 100-200
-steps to learn their confidence: this drifts faster)."""
+"""Batches per drift cycle: flat to strong in 50, back in 50 (faster than the demo's policies, which
+learn their confidence over 100-200 steps by their training curves)."""
 VARIANTS = {"ocb_eb[batch]": {"pool": "batch"}, "ocb_eb[pretest]": {"pretest": 0.05}}
 """ocb_eb with options: name -> keyword options of the baseline."""
 NAMES = ("batch_mean", "group_mean", "ocb", "ocb_shrink", "ocb_eb", *VARIANTS)

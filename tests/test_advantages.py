@@ -274,6 +274,22 @@ def test_a_user_baseline_registers_by_name():
         del BASELINES[name]
 
 
+def test_a_baseline_with_open_options_takes_any_option():
+    """check_options follows the signature: a baseline with **options accepts what its signature does."""
+    name = "open_options_test"
+
+    @register_baseline(name)
+    def open_options(r, group, outcome, **options):
+        return np.full(len(r), float(options.get("level", 0.0)))
+
+    try:
+        r, g, o = random_batch(9)
+        a = blockwise_advantages(r, g, o, baseline=name, level=0.5)
+        np.testing.assert_allclose(a[:, 1], r[:, 1] - 0.5)
+    finally:
+        del BASELINES[name]
+
+
 def test_every_registered_baseline_has_the_shared_signature():
     rng = np.random.default_rng(1)
     r, group, outcome = rng.normal(size=10), np.repeat([0, 1], 5), rng.integers(0, 2, 10)

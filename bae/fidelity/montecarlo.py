@@ -236,12 +236,13 @@ def run_fidelity(config: FidelityConfig, *, quiet: bool = False) -> dict:
     timings["total"] = time.perf_counter() - t0
 
     n = len(samples)
+    correct_fraction = float(strata["correct"].mean())
     setup = {
         "model": config.model, "model_path": model_path, "task": task.name, "system_prompt": task.system_prompt,
         "prompts": len(rows), "pool_per_prompt": gmax, "samples": n,
         "task_outcomes": list(task.config.outcomes), "outcome_strata": list(extra_outcomes),
         # from the prefixes' correctness, not r_1 (under malformed="carry" a broken solution's r_1 is below 0)
-        "accuracy": float(strata["correct"].mean()), "correct_fraction": float(strata["correct"].mean()),
+        "accuracy": correct_fraction, "correct_fraction": correct_fraction,
         "malformed": float(np.mean([s.malformed for s in scores])),
         "incomplete_solution": float(np.mean([p is None for p, _ in prefix_of])),
         "no_continuation": float(np.mean([u < 0 for _, u in prefix_of])),
