@@ -227,7 +227,8 @@ def main() -> None:
 
 
 def joined(path: Path, summary: dict, label: str) -> dict:
-    """The run's metrics.json at `path`, with `summary`'s trained policies added as "NAME[label]"."""
+    """The run's metrics.json at `path`, with `summary`'s trained policies added as "NAME[label]" (as
+    "NAME" when there is no label: a method the run at `path` does not have, e.g. bae+ocb_eb)."""
     if not path.is_file():
         raise SystemExit(f"--against: no {path} (run that seed there first)")
     base = json.loads(path.read_text())
@@ -236,7 +237,10 @@ def joined(path: Path, summary: dict, label: str) -> dict:
                          f"this run {summary['steps']} and {summary['eval_prompts']}: not paired")
     from bae.embedded.demo import WARM
 
-    extra = {f"{n}[{label}]": p for n, p in summary["policies"].items() if n != WARM}
+    extra = {f"{n}[{label}]" if label else n: p for n, p in summary["policies"].items() if n != WARM}
+    if clash := sorted(set(extra) & set(base["policies"])):
+        raise SystemExit(f"--against: {path} already has the policies {clash}; give the variant a --task-option "
+                         f"or run other --methods")
     return {**base, "policies": {**base["policies"], **extra}}
 
 

@@ -106,3 +106,8 @@ def test_demo_seeds_joins_a_variant_with_the_run_it_is_paired_with(tmp_path):
         seeds.joined(path, {**variant, "steps": 100}, "malformed=carry")
     with pytest.raises(SystemExit, match="no "):
         seeds.joined(tmp_path / "missing.json", variant, "malformed=carry")
+    # an optional method run alone keeps its name; the same name twice would overwrite: refused
+    extra = {**variant, "policies": {"warm start": {"m": 9}, "bae+ocb_eb": {"m": 4}}}
+    assert seeds.joined(path, extra, "")["policies"]["bae+ocb_eb"] == {"m": 4}
+    with pytest.raises(SystemExit, match=r"already has the policies \['bae\+ocb'\]"):
+        seeds.joined(path, variant, "")

@@ -49,6 +49,27 @@ def test_demo_runs_every_method_from_one_warm_start(warm_policy, tmp_path):
         assert (tmp_path / png).stat().st_size > 10_000
 
 
+def test_an_optional_method_runs_only_when_named(warm_policy, tmp_path):
+    """OPTIONAL_METHODS (bae+ocb_eb) are not in either task's default comparison; named, the method
+    trains with its baseline and options only (all else as bae+ocb's config), and ocb_eb's history
+    is carried over the steps: the run's checkpoint holds the pooled sums of its batches."""
+    assert "bae+ocb_eb" in demo.OPTIONAL_METHODS and all("bae+ocb_eb" not in m for m in demo.TASKS.values())
+    ocb, eb = (demo.method_config(n, Path("out"), steps=3, seed=0, policy="p").model_dump(exclude={"output_dir"})
+               for n in ("bae+ocb", "bae+ocb_eb"))
+    assert {k for k in eb if eb[k] != ocb[k]} == {"baseline", "baseline_options"}
+    assert (eb["baseline"], eb["baseline_options"]) == ("ocb_eb", {"pretest": 0.05, "history": 3})
+
+    shutil.copytree(warm_policy, tmp_path / "warm_start")
+    summary = demo.run_demo(str(tmp_path), steps=2, seed=0, methods=("bae+ocb_eb",),
+                            overrides={"eval": {"limit": 4, "n": 1, "bootstrap": 10}})
+    assert list(summary["policies"]) == [demo.WARM, "bae+ocb_eb"] and summary["reference"] == "bae+ocb_eb"
+    state = json.loads((Path(summary["methods"]["bae+ocb_eb"]["folder"]) / "checkpoint-2"
+                        / "bae_baseline_state.json").read_text())
+    # one later block (the confidence); at most one pooled entry per step before, each six sums
+    sums = state["1"]["eb_sums"]
+    assert 1 <= len(sums) <= 2 and all(len(entry) == 6 for entry in sums)
+
+
 def _scored(confidence, correct, prompts):
     """Scored rows: sample i belongs to prompt i % prompts."""
     return [{"prompt_id": str(i % prompts), "confidence": q, "correct": c} for i, (q, c) in enumerate(zip(confidence, correct))]

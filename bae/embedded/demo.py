@@ -55,10 +55,17 @@ METHOD_NOTES = {
     "rlcr": "scalar: one advantage for all tokens from c - (q - c)^2, group mean",
     "rlvr": "scalar: one advantage for all tokens from correctness alone, group mean",
     "scalar_sum": "scalar (sum): one advantage for all tokens from r1 + r2 (the rlcr method), group mean",
+    "bae+ocb_eb": "blockwise; the later block's baseline: OCB shrunk toward the group mean by a weight learned "
+                  "from the batch and its 3 predecessors (ocb_eb, F pretest at 0.05)",
     "gdpo": "scalar (GDPO, TRL's normalize_then_sum): each block's reward normalised in its group, summed, "
             "normalised over the batch; one advantage for all tokens",
 }
 TASKS = {"arithmetic": METHODS, "two_attempt": TWO_ATTEMPT_METHODS}
+OPTIONAL_METHODS: dict[str, dict] = {
+    "bae+ocb_eb": {"method": "bae", "baseline": "ocb_eb", "baseline_options": {"pretest": 0.05, "history": 3}},
+}
+"""Methods either task runs when named in `methods` (`bae demo --methods`), never by default: they
+are not part of the comparison the demo reports on a fresh clone."""
 FIGURES = ("accuracy", "auroc", "ece", "brier")
 ATTEMPTS = ("first", "second")
 WARM = "warm start"
@@ -89,7 +96,7 @@ def settings(task: str = "arithmetic", overrides: dict | None = None) -> dict:
 def method_config(name: str, out: Path, steps: int, seed: int, policy: str, task: str = "arithmetic",
                   overrides: dict | None = None) -> TrainConfig:
     """The training config of one method: the demo's settings, the method, the warm-started policy."""
-    return parse({**settings(task, overrides), **TASKS[task][name], "model": policy, "steps": steps, "seed": seed,
+    return parse({**settings(task, overrides), **{**TASKS[task], **OPTIONAL_METHODS}[name], "model": policy, "steps": steps, "seed": seed,
                   "output_dir": str(out / name.replace("+", "_")), "checkpoint_interval": max(steps, 1)},
                  f"demo[{name}]")
 
@@ -468,8 +475,8 @@ def run_demo(out_dir: str = "runs/demo", steps: int | None = None, seed: int = 0
              task: str = "arithmetic", overrides: dict[str, Any] | None = None) -> dict:
     """Warm start once, evaluate it, train each method from it for `steps` steps (default: the
     demo's), evaluate each final policy the same way, and write the report into `out_dir`.
-    ``task``: "arithmetic" or "two_attempt"; ``methods``: a subset of the task's (None: all);
-    ``overrides``: settings on top of demo.yaml (see `settings`)."""
+    ``task``: "arithmetic" or "two_attempt"; ``methods``: the task's or OPTIONAL_METHODS (None: all of
+    the task's); ``overrides``: settings on top of demo.yaml (see `settings`)."""
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
@@ -479,8 +486,8 @@ def run_demo(out_dir: str = "runs/demo", steps: int | None = None, seed: int = 0
     from bae.runs.train import evaluate_policy, load_prompts, train
 
     config = settings(task, overrides)
-    known = TASKS[task]
-    methods = tuple(known) if methods is None else tuple(methods)
+    known = {**TASKS[task], **OPTIONAL_METHODS}
+    methods = tuple(TASKS[task]) if methods is None else tuple(methods)
     unknown = [m for m in methods if m not in known]
     if unknown or not methods:
         raise ValueError(f"unknown demo methods {unknown or list(methods)} for --task {task}; choose from {list(known)}")
