@@ -238,6 +238,12 @@ def scalar_token_advantages(advantages: Any, token_block_ids: Any) -> torch.Tens
     return adv[:, None] * (ids >= 0).to(torch.float32)
 
 
+def scalar_options_error(method: str, options: dict) -> str:
+    """The refusal of baseline options given to a scalar method (which has no baseline to take them)."""
+    return (f"baseline options {sorted(options)} apply to method 'bae' only: method {method!r} gives every token one "
+            "advantage against the group mean; remove them or use method 'bae'")
+
+
 def method_advantages(
     method: str,
     rewards: Any,
@@ -245,6 +251,7 @@ def method_advantages(
     outcomes: Any = None,
     baseline: str = "ocb",
     scale: str = "none",
+    state: dict | None = None,
     **options: Any,
 ) -> np.ndarray:
     """The advantages of each training method, one per block, [N, K] float64 (the unweighted
@@ -259,10 +266,15 @@ def method_advantages(
           S_i = sum_k z[i, k], then normalised over the batch, (S_i - mean S) / (std S + 1e-4) (stds
           with ddof = 1, 0 for a group or batch of one); the same in every block. It fixes its own
           scaling: `scale` must be "none".
+    `options` are the baseline's and `state` its memory over batches (blockwise_advantages'; bae
+    only): a scalar method given options is refused, not silently run without them, and keeps no
+    memory (its `state` is left as it was).
     """
     r = np.asarray(rewards.detach().cpu() if isinstance(rewards, torch.Tensor) else rewards, dtype=np.float64)
     if method == "bae":
-        return blockwise_advantages(r, group_ids, outcomes, baseline=baseline, scale=scale, **options)
+        return blockwise_advantages(r, group_ids, outcomes, baseline=baseline, scale=scale, state=state, **options)
+    if options and method in SCALAR_METHODS:
+        raise ValueError(scalar_options_error(method, options))
     if r.ndim != 2:
         raise ValueError(f"rewards must be [N, K], got shape {r.shape}")
     if method == "gdpo":

@@ -32,6 +32,8 @@ def test_paper_defaults():
         ({"baseline": "ocb_eb", "baseline_options": {"history": -1}}, "history must be"),  # at load, before any model
         ({"baseline": "ocb", "baseline_options": {"history": 3}}, "'history' is an option of ocb_eb"),
         ({"baseline": "ocb_eb", "baseline_options": {"state": {}}}, "'state' is not an option"),
+        # a scalar method has no baseline to take options: refused, not silently run without them
+        ({"method": "rlcr", "baseline_options": {"history": 3}}, "apply to method 'bae' only"),
     ],
 )
 def test_bad_values_name_the_key(raw, key):

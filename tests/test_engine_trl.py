@@ -223,6 +223,7 @@ def _refusal_cases():
         (dict(baseline="ocb_eb", baseline_options={"pretest": 1.0}), "pretest"),
         (dict(baseline="ocb_eb", baseline_options={"history": -1}), "history"),
         (dict(baseline="ocb_eb", baseline_options={"state": {}}), "not an option"),
+        (dict(method="gdpo", baseline_options={"pretest": 0.05}), "apply to method 'bae' only"),
         (dict(method="rlcr", task=get_task("arithmetic", malformed="carry")), "carry"),
         (dict(scale="std"), "scale"),
         (dict(reward_funcs=[lambda completions, **kw: [0.0] * len(completions)]), "reward_funcs"),

@@ -10,6 +10,7 @@ from bae.objective import (
     AGGREGATIONS,
     block_token_weights,
     clipped_policy_loss,
+    method_advantages,
     method_token_advantages,
     scalar_token_advantages,
     token_advantages,
@@ -114,6 +115,16 @@ def test_scalar_methods_spread_one_advantage_over_all_tokens():
     rho = torch.exp(logp - old)
     grpo = -(torch.minimum(rho * a[:, None].double(), rho.clamp(0.8, 1.2) * a[:, None].double()) * mask).sum(1) / mask.sum(1)
     assert clipped_policy_loss(logp, old, rlvr.double(), mask).item() == pytest.approx(grpo.mean().item())
+
+
+def test_scalar_methods_refuse_baseline_options():
+    """A scalar method has no baseline: options meant for one are refused, never dropped silently
+    (the scalar advantages without them are unchanged)."""
+    r, g = np.array([[1.0, -0.04], [0.0, -0.81], [1.0, -0.25]]), np.array([0, 0, 0])
+    for method in ("rlvr", "rlcr", "gdpo"):
+        with pytest.raises(ValueError, match=rf"\['history'\] apply to method 'bae' only: method '{method}'"):
+            method_advantages(method, r, g, history=3)
+    assert method_advantages("rlvr", r, g)[:, 0].tolist() == pytest.approx([1 / 3, -2 / 3, 1 / 3])
 
 
 def test_bae_method_is_blockwise_advantages_then_token_advantages():

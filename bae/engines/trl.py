@@ -109,7 +109,7 @@ from bae import tasks as _tasks
 from bae.advantages import SCALES, check_options
 from bae.batch import FIELDS, ScoredBatch, score_completions
 from bae.io import atomic_write_text
-from bae.objective import METHODS, spread_advantages
+from bae.objective import METHODS, scalar_options_error, spread_advantages
 from bae.paper import PAPER
 from bae.tasks import Task
 
@@ -342,6 +342,8 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
                 raise ValueError("importance_sampling_level='sequence' with method='bae' uses per-block ratios, "
                                  "which the KL term (beta != 0) would see; set beta=0.0 (the paper's) or use "
                                  "importance_sampling_level='token'")
+        elif baseline_options:
+            raise ValueError(scalar_options_error(method, baseline_options))
         if args.scale_rewards != scale:
             logger.warning(f"GRPOConfig.scale_rewards={args.scale_rewards!r} is ignored: BlockwiseGRPOTrainer "
                            f"scales advantages with scale={scale!r}")

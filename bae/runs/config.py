@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bae.advantages import BASELINES, check_options
-from bae.objective import METHODS
+from bae.objective import METHODS, scalar_options_error
 from bae.paper import PAPER
 from bae.tasks import BlockSpec
 
@@ -176,7 +176,8 @@ class TrainConfig(Strict):
     baseline: str = "ocb"
     """Baseline of blocks k >= 2 for method bae (bae.advantages.BASELINES)."""
     baseline_options: dict[str, Any] = {}
-    """Options of the baseline, e.g. {shrink: 2.0} for ocb_shrink."""
+    """Options of the baseline, e.g. {shrink: 2.0} for ocb_shrink (method bae only: refused with a
+    scalar method, which has no baseline to take them)."""
     scale: Literal["none", "group", "batch"] = "none"
     """Advantage scaling; the paper: none (centred, not divided). gdpo scales itself: none only."""
     group_size: int = Field(PAPER.group_size, ge=2)
@@ -265,6 +266,8 @@ class TrainConfig(Strict):
     def _baseline_takes_its_options(self):
         if self.method == "bae":  # as the trainer checks them, but at load, before any model is built
             check_options(self.baseline, dict(self.baseline_options))
+        elif self.baseline_options:
+            raise ValueError(scalar_options_error(self.method, self.baseline_options))
         return self
 
     @model_validator(mode="after")
