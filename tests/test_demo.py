@@ -59,6 +59,15 @@ def test_an_optional_method_runs_only_when_named(warm_policy, tmp_path):
     assert {k for k in eb if eb[k] != ocb[k]} == {"baseline", "baseline_options"}
     assert (eb["baseline"], eb["baseline_options"]) == ("ocb_eb", {"pretest": 0.05, "history": 3})
 
+    # the CLI names the optional methods among those it takes, and refuses a misspelt one before any work
+    from typer.testing import CliRunner
+
+    from bae.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--methods", "bae+ocb,bae+ocb_ebb", "--out-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "'bae+ocb_ebb'" in result.output and "'bae+ocb_eb'" in result.output
+    assert not (tmp_path / "d").exists()
+
     shutil.copytree(warm_policy, tmp_path / "warm_start")
     summary = demo.run_demo(str(tmp_path), steps=2, seed=0, methods=("bae+ocb_eb",),
                             overrides={"eval": {"limit": 4, "n": 1, "bootstrap": 10}})
