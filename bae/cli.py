@@ -78,7 +78,7 @@ def demo(
     out_dir: str = typer.Option("runs/demo", help="report folder"),
     methods: str = typer.Option("", help="comma-separated methods to compare (default: all of the task's; "
                                 "arithmetic: bae+ocb,bae+group_mean,rlcr,rlvr,gdpo; two_attempt: bae+ocb,bae+group_mean,scalar_sum,gdpo; "
-                                "either task also takes bae+ocb_eb: ocb_eb with the F pretest and 3 steps of history)"),
+                                "either task also takes bae+ocb_eb: ocb_eb with the F pretest and 3 batches of history)"),
     task: str = typer.Option("arithmetic", help="arithmetic (self-confidence format) | two_attempt (paper Section 5.5)"),
 ) -> None:
     """The embedded default, on CPU and offline: warm-start the tiny policy, train it with each

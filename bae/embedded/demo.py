@@ -93,10 +93,15 @@ def settings(task: str = "arithmetic", overrides: dict | None = None) -> dict:
     return base
 
 
+def known_methods(task: str) -> dict[str, dict]:
+    """Every method `bae demo --task task` takes: the task's (run by default), then OPTIONAL_METHODS."""
+    return {**TASKS[task], **OPTIONAL_METHODS}
+
+
 def method_config(name: str, out: Path, steps: int, seed: int, policy: str, task: str = "arithmetic",
                   overrides: dict | None = None) -> TrainConfig:
     """The training config of one method: the demo's settings, the method, the warm-started policy."""
-    return parse({**settings(task, overrides), **{**TASKS[task], **OPTIONAL_METHODS}[name], "model": policy, "steps": steps, "seed": seed,
+    return parse({**settings(task, overrides), **known_methods(task)[name], "model": policy, "steps": steps, "seed": seed,
                   "output_dir": str(out / name.replace("+", "_")), "checkpoint_interval": max(steps, 1)},
                  f"demo[{name}]")
 
@@ -486,7 +491,7 @@ def run_demo(out_dir: str = "runs/demo", steps: int | None = None, seed: int = 0
     from bae.runs.train import evaluate_policy, load_prompts, train
 
     config = settings(task, overrides)
-    known = {**TASKS[task], **OPTIONAL_METHODS}
+    known = known_methods(task)
     methods = tuple(TASKS[task]) if methods is None else tuple(methods)
     unknown = [m for m in methods if m not in known]
     if unknown or not methods:
