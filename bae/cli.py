@@ -91,6 +91,8 @@ def demo(
     if task not in TASKS:
         raise fail(f"unknown --task {task!r}; choose from {' | '.join(TASKS)}")
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) or None
+    if methods.strip() and chosen is None:
+        raise fail(f"--methods {methods!r} names no method; leave it out to run all of the task's")
     try:
         run_demo(out_dir, steps=steps, seed=seed, methods=chosen, task=task)
     except ValueError as err:

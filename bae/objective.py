@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bae.advantages import blockwise_advantages
+from bae.advantages import DEFAULT_EPS, blockwise_advantages
 
 # verl's loss_agg_mode names; TRL's loss types map onto them (grpo -> seq-mean-token-mean,
 # dr_grpo -> seq-mean-token-sum-norm, dapo/bnpo/cispo -> token-mean).
@@ -240,8 +240,8 @@ def scalar_token_advantages(advantages: Any, token_block_ids: Any) -> torch.Tens
 
 def scalar_options_error(method: str, options: dict) -> str:
     """The refusal of baseline options given to a scalar method (which has no baseline to take them)."""
-    return (f"baseline options {sorted(options)} apply to method 'bae' only: method {method!r} gives every token one "
-            "advantage against the group mean; remove them or use method 'bae'")
+    return (f"baseline options {sorted(options)} apply to method 'bae' only: method {method!r} has no baseline to "
+            "configure (one advantage for every token of a completion); remove them or use method 'bae'")
 
 
 def method_advantages(
@@ -252,6 +252,7 @@ def method_advantages(
     baseline: str = "ocb",
     scale: str = "none",
     state: dict | None = None,
+    eps: float = DEFAULT_EPS,
     **options: Any,
 ) -> np.ndarray:
     """The advantages of each training method, one per block, [N, K] float64 (the unweighted
@@ -268,11 +269,13 @@ def method_advantages(
           scaling: `scale` must be "none".
     `options` are the baseline's and `state` its memory over batches (blockwise_advantages'; bae
     only): a scalar method given options is refused, not silently run without them, and keeps no
-    memory (its `state` is left as it was).
+    memory (its `state` is left as it was). `eps` is added to the std under scale "group" or
+    "batch" (bae, rlvr, rlcr; gdpo uses its own, 1e-4).
     """
     r = np.asarray(rewards.detach().cpu() if isinstance(rewards, torch.Tensor) else rewards, dtype=np.float64)
     if method == "bae":
-        return blockwise_advantages(r, group_ids, outcomes, baseline=baseline, scale=scale, state=state, **options)
+        return blockwise_advantages(r, group_ids, outcomes, baseline=baseline, scale=scale, eps=eps, state=state,
+                                    **options)
     if options and method in SCALAR_METHODS:
         raise ValueError(scalar_options_error(method, options))
     if r.ndim != 2:
@@ -290,7 +293,7 @@ def method_advantages(
         return np.repeat(total, r.shape[1], axis=1)  # [N, K]
     if method in SCALAR_METHODS:
         scalar = r[:, :1] if method == "rlvr" else r.sum(1, keepdims=True)  # [N, 1]
-        adv = blockwise_advantages(scalar, group_ids, baseline="group_mean", scale=scale)  # [N, 1]
+        adv = blockwise_advantages(scalar, group_ids, baseline="group_mean", scale=scale, eps=eps)  # [N, 1]
         return np.repeat(adv, r.shape[1], axis=1)  # [N, K]
     raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
 

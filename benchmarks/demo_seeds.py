@@ -17,8 +17,9 @@ report. Which seeds run is fixed before anything runs; a method is never chosen 
 
 A variant of some methods (`--methods` with `--task-option`, e.g. malformed=carry) is compared with
 a full run over the same seeds by `--against DIR` (DIR: another --out with the same --task and
---steps): its policies join DIR's, per seed, as "NAME[KEY=VALUE]" (same warm start, same held-out
-prompts: the warm start is deterministic in the seed), and the report (OUT/TASK/against.md,
+--steps): its policies join DIR's, per seed, as "NAME[KEY=VALUE]", or as "NAME" without a task
+option (a method DIR does not have, e.g. `--methods bae+ocb_eb`); same warm start, same held-out
+prompts (the warm start is deterministic in the seed); and the report (OUT/TASK/against.md,
 against.json, against.png) pairs every policy with DIR's bae+ocb.
 
 The issue's target (arithmetic): bae+ocb's ECE below bae+group_mean's, rlcr's and gdpo's with
@@ -177,7 +178,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/demo_seeds")
     parser.add_argument("--steps", type=int, default=None, help="RL steps per method (default: the demo's)")
     parser.add_argument("--report-only", action="store_true", help="aggregate the seeds already in OUT, run nothing")
-    parser.add_argument("--methods", default=None, help="comma-separated subset of the demo's methods (default: all)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated methods of the demo, or its optional bae+ocb_eb (default: the task's)")
     parser.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                         help="a task option on top of the demo's (repeatable), e.g. malformed=carry")
     parser.add_argument("--against", default=None, metavar="DIR",
@@ -237,11 +239,19 @@ def joined(path: Path, summary: dict, label: str) -> dict:
                          f"this run {summary['steps']} and {summary['eval_prompts']}: not paired")
     from bae.embedded.demo import WARM
 
-    extra = {f"{n}[{label}]" if label else n: p for n, p in summary["policies"].items() if n != WARM}
-    if clash := sorted(set(extra) & set(base["policies"])):
-        raise SystemExit(f"--against: {path} already has the policies {clash}; give the variant a --task-option "
-                         f"or run other --methods")
-    return {**base, "policies": {**base["policies"], **extra}}
+    def named(n: str) -> str:
+        return f"{n}[{label}]" if label else n
+
+    joined = dict(base)
+    for key in ("policies", "attempts"):  # attempts: the two-attempt figures, which figures_of reads
+        if key not in summary:
+            continue
+        extra = {named(n): p for n, p in summary[key].items() if n != WARM}
+        if clash := sorted(set(extra) & set(base.get(key, {}))):
+            raise SystemExit(f"--against: {path} already has the policies {clash}; give the variant a --task-option "
+                             f"or run other --methods")
+        joined[key] = {**base.get(key, {}), **extra}
+    return joined
 
 
 if __name__ == "__main__":

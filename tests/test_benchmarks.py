@@ -111,3 +111,26 @@ def test_demo_seeds_joins_a_variant_with_the_run_it_is_paired_with(tmp_path):
     assert seeds.joined(path, extra, "")["policies"]["bae+ocb_eb"] == {"m": 4}
     with pytest.raises(SystemExit, match=r"already has the policies \['bae\+ocb'\]"):
         seeds.joined(path, variant, "")
+
+
+def test_demo_seeds_joins_a_two_attempt_variant_into_the_figures_it_reads(tmp_path):
+    """Two-attempt runs: the report reads the per-policy "attempts" figures, so the variant joins
+    them too (else it silently vanished from the report), and figures_of sees it."""
+    seeds = _script("demo_seeds")
+
+    def attempt(first, second):
+        return {"first": {"value": [first]}, "second": {"value": [second]}, "fixed": 0.01, "broken": 0.04}
+
+    full = {"task": "two_attempt", "steps": 100, "eval_prompts": 200,
+            "policies": {"warm start": {}, "bae+ocb": {}},
+            "attempts": {"warm start": attempt(0.27, 0.24), "bae+ocb": attempt(0.30, 0.27)}}
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(full))
+    variant = {"task": "two_attempt", "steps": 100, "eval_prompts": 200, "policies": {"warm start": {}, "bae+ocb_eb": {}},
+               "attempts": {"warm start": attempt(0.0, 0.0), "bae+ocb_eb": attempt(0.31, 0.29)}}
+    figures = seeds.figures_of(seeds.joined(path, variant, ""))
+    assert list(figures) == ["warm start", "bae+ocb", "bae+ocb_eb"]
+    assert figures["bae+ocb_eb"]["gain"] == pytest.approx(0.29 - 0.31)
+    assert figures["warm start"]["first"] == 0.27  # the full run's warm start, not the variant's
+    with pytest.raises(SystemExit, match="already has the policies"):
+        seeds.joined(path, {**variant, "attempts": {"bae+ocb": attempt(0.1, 0.1)}}, "")

@@ -67,6 +67,9 @@ def test_an_optional_method_runs_only_when_named(warm_policy, tmp_path):
     result = CliRunner().invoke(app, ["demo", "--methods", "bae+ocb,bae+ocb_ebb", "--out-dir", str(tmp_path / "d")])
     assert result.exit_code == 2 and "'bae+ocb_ebb'" in result.output and "'bae+ocb_eb'" in result.output
     assert not (tmp_path / "d").exists()
+    result = CliRunner().invoke(app, ["demo", "--methods", " , ", "--out-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "names no method" in result.output  # not the whole default demo
+    assert not (tmp_path / "d").exists()
 
     shutil.copytree(warm_policy, tmp_path / "warm_start")
     summary = demo.run_demo(str(tmp_path), steps=2, seed=0, methods=("bae+ocb_eb",),

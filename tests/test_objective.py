@@ -125,6 +125,11 @@ def test_scalar_methods_refuse_baseline_options():
         with pytest.raises(ValueError, match=rf"\['history'\] apply to method 'bae' only: method '{method}'"):
             method_advantages(method, r, g, history=3)
     assert method_advantages("rlvr", r, g)[:, 0].tolist() == pytest.approx([1 / 3, -2 / 3, 1 / 3])
+    # eps is the scaling's, not a baseline option: a scalar method under scale="group" takes it,
+    # A = (R - mean) / (std + eps) with the group's std (ddof 1)
+    centred = np.array([1 / 3, -2 / 3, 1 / 3])
+    scaled = method_advantages("rlvr", r, g, scale="group", eps=1.0)[:, 0]
+    assert scaled.tolist() == pytest.approx((centred / (np.std(r[:, 0], ddof=1) + 1.0)).tolist())
 
 
 def test_bae_method_is_blockwise_advantages_then_token_advantages():

@@ -15,6 +15,9 @@ measured, whichever method wins. The settings are bae/embedded/demo.yaml (config
                          bae+group_mean, scalar_sum (one advantage for every token from r1 + r2:
                          the rlcr method) and gdpo; first- and second-attempt Pass@k over sampling budgets
                          k = 1..n (paper Figure 3), from each evaluation's own generations.
+    --methods            the methods to run (default: the task's, above); either task also takes
+                         OPTIONAL_METHODS, never run by default: bae+ocb_eb (ocb_eb with its F
+                         pretest and 3 batches of history).
 
 Every method is compared with bae+ocb (REFERENCE) on the same held-out prompts: the difference of
 each figure with a paired bootstrap over prompts (bae.metrics.paired_bootstrap: resample the
