@@ -242,7 +242,7 @@ def joined(path: Path, summary: dict, label: str) -> dict:
     def named(n: str) -> str:
         return f"{n}[{label}]" if label else n
 
-    joined = dict(base)
+    out = dict(base)
     for key in ("policies", "attempts"):  # attempts: the two-attempt figures, which figures_of reads
         if key not in summary:
             continue
@@ -250,8 +250,8 @@ def joined(path: Path, summary: dict, label: str) -> dict:
         if clash := sorted(set(extra) & set(base.get(key, {}))):
             raise SystemExit(f"--against: {path} already has the policies {clash}; give the variant a --task-option "
                              f"or run other --methods")
-        joined[key] = {**base.get(key, {}), **extra}
-    return joined
+        out[key] = {**base.get(key, {}), **extra}
+    return out
 
 
 if __name__ == "__main__":
