@@ -1,18 +1,20 @@
 """The baselines-beyond-OCB tables from `bae fidelity` runs (their metrics.json), for RESULTS.md.
 
     python benchmarks/baselines_fidelity.py runs/fidelity_eb/metrics.json [more metrics.json ...]
+    python benchmarks/baselines_fidelity.py --groups-per-batch 8 runs/fidelity_pre512/s0/metrics.json
 
 Per run: block-2 RMSE ± bootstrap se at every G of the sweep for ocb, group_mean, ocb_shrink,
 ocb_eb and the answer-class strata alone (ocb@answer_class) and under ocb_eb
 (ocb_eb@answer_class), in the correct / incorrect strata and the rows in small strata (1 or 2
 members under correct/incorrect); then the target check of ocb_eb (within one se of the better
 of ocb and group_mean; strictly below ocb in the small strata: Δ < 0 by more than two paired se).
-
 Then the same check for ocb_eb with its F pretest at 0.05 (`ocb_eb[pretest]`), whose errors
 `bae fidelity` does not compute (it runs every baseline with its default options): they are
 recomputed from the run's samples.jsonl (rewards, outcomes, A_MC of every sample) with the run's
 group sizes, batches and bootstrap, and the same recomputation of ocb, group_mean and ocb_eb must
-give metrics.json's figures (checked: it stops otherwise).
+give metrics.json's figures (checked: it stops otherwise). With --groups-per-batch B only that
+check is printed, for ocb_eb[pretest] and ocb_eb[pretest,history] (history 3), with each run's
+batch cut into batches of B groups fed in order, as a training step of B prompts sees them.
 """
 
 from __future__ import annotations
@@ -80,12 +82,32 @@ def target_rows(groups: dict, name: str, with_rmse: bool = False) -> list[str]:
 
 
 PRETEST = {"ocb_eb[pretest]": ("ocb_eb", {"pretest": 0.05})}
+SMALL_POOL = {**PRETEST, "ocb_eb[pretest,history]": ("ocb_eb", {"pretest": 0.05, "history": 3})}
+"""The variants checked with --groups-per-batch: batches as small as a training step's, where ocb_eb
+pools over few groups, with and without the 3 batches before."""
 CHECK_STRATA = {"correct": 1, "incorrect": 0}
 
 
-def recomputed(path: str) -> dict[str, dict]:
+def step_batches(sample, prompt, group_size: int, per_batch: int | None = None):
+    """[N] batch ids in the order a trainer would see them: sample s of a prompt is in replicate
+    s // group_size (one group of every prompt, the run's batch); with `per_batch` = B, replicate j
+    is cut into chunks of B prompts (dense prompt ids 0..P-1), chunk c being batch j * chunks + c."""
+    import numpy as np
+
+    batches = np.asarray(sample) // group_size
+    if per_batch is None:
+        return batches
+    prompt = np.asarray(prompt)
+    chunks = -(-(int(prompt.max()) + 1) // per_batch)
+    return batches * chunks + prompt // per_batch
+
+
+def recomputed(path: str, per_batch: int | None = None) -> dict[str, dict]:
     """G -> {"estimators": {name: {stratum: summary}}} for group_mean, ocb, ocb_eb and PRETEST, from
-    the samples.jsonl beside metrics.json, as bae.fidelity.montecarlo computes them."""
+    the samples.jsonl beside metrics.json, as bae.fidelity.montecarlo computes them. With
+    `per_batch` = B: each of the run's batches (one group of every prompt) is cut into batches of B
+    prompts, fed in order (replicate, then prompts in file order), and the variants are SMALL_POOL;
+    ocb and group_mean, which read one group, must still equal the run's figures."""
     import numpy as np
 
     from bae.fidelity import estimator_errors, stratum_sizes, summarize_errors
@@ -109,9 +131,10 @@ def recomputed(path: str) -> dict[str, dict]:
     for g in m["groups"]:
         reps = gmax // int(g)
         idx = np.nonzero(sample < reps * int(g))[0]
-        batches = sample[idx] // int(g)
+        batches = step_batches(sample[idx], prompt[idx], int(g), per_batch)
         errs = estimator_errors(rewards[idx], prompt[idx], outcomes[idx], a_mc[idx], block=1, batches=batches,
-                                baselines=["group_mean", "ocb", "ocb_eb"], variants=PRETEST)
+                                baselines=["group_mean", "ocb", "ocb_eb"],
+                                variants=PRETEST if per_batch is None else SMALL_POOL)
         sizes = stratum_sizes(prompt[idx], outcomes[idx, 1], batches)
         masks = {name: outcomes[idx, 1] == value for name, value in CHECK_STRATA.items()}
         masks["small_strata"] = (sizes <= 2) & (outcomes[idx, 1] != MALFORMED_OUTCOME)
@@ -123,7 +146,7 @@ def recomputed(path: str) -> dict[str, dict]:
                                     reference="group_mean")
             for name in errs:
                 per[name][stratum] = {**s_ocb[name], **{k: v for k, v in s_gm[name].items() if "group_mean" in k}}
-        for name in ("group_mean", "ocb", "ocb_eb"):
+        for name in ("group_mean", "ocb", "ocb_eb") if per_batch is None else ("group_mean", "ocb"):
             for stratum in masks:
                 for figure in ("rmse", "rmse_exact"):
                     want, got = m["groups"][g]["estimators"][name][stratum][figure], per[name][stratum][figure]
@@ -133,12 +156,14 @@ def recomputed(path: str) -> dict[str, dict]:
     return out
 
 
-def pretest_table(path: str) -> str:
-    """The target check of each PRETEST variant, recomputed from the run's samples."""
-    groups = recomputed(path)
+def pretest_table(path: str, per_batch: int | None = None) -> str:
+    """The target check of each PRETEST variant (SMALL_POOL with `per_batch`), recomputed from the
+    run's samples."""
+    groups = recomputed(path, per_batch)
     lines = []
-    for name in PRETEST:
-        lines += [f"{name} ({path}, recomputed from samples.jsonl; ocb, group_mean and ocb_eb match metrics.json):",
+    matched = "ocb, group_mean and ocb_eb match" if per_batch is None else f"{per_batch} groups per batch; ocb and group_mean match"
+    for name in PRETEST if per_batch is None else SMALL_POOL:
+        lines += [f"{name} ({path}, recomputed from samples.jsonl; {matched} metrics.json):",
                   "", "| G | stratum | better of ocb / group_mean | rmse | " + name + " - better | within 1 se | "
                   f"{name} - ocb, small strata (paired se) | strictly below ocb there |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -147,10 +172,20 @@ def pretest_table(path: str) -> str:
 
 
 def main() -> None:
-    for path in sys.argv[1:]:
-        print(tables(path))
-        print()
-        print(pretest_table(path))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("metrics", nargs="+", help="metrics.json of `bae fidelity` runs")
+    parser.add_argument("--groups-per-batch", type=int, default=None, metavar="B",
+                        help="only the ocb_eb target check, in batches of B groups (a training step's)")
+    args = parser.parse_args()
+    if args.groups_per_batch is not None and args.groups_per_batch < 1:
+        parser.error("--groups-per-batch must be >= 1")
+    for path in args.metrics:
+        if args.groups_per_batch is None:
+            print(tables(path))
+            print()
+        print(pretest_table(path, args.groups_per_batch))
         print()
 
 

@@ -134,3 +134,35 @@ def test_demo_seeds_joins_a_two_attempt_variant_into_the_figures_it_reads(tmp_pa
     assert figures["warm start"]["first"] == 0.27  # the full run's warm start, not the variant's
     with pytest.raises(SystemExit, match="already has the policies"):
         seeds.joined(path, {**variant, "attempts": {"bae+ocb": attempt(0.1, 0.1)}}, "")
+
+
+def test_fidelity_rebatching_cuts_each_replicate_into_training_steps():
+    """baselines_fidelity.step_batches: with B groups per batch, each group (prompt, replicate) lies
+    in one batch, a batch holds at most B prompts of one replicate, batches run replicate-major, and
+    a baseline that reads one group (ocb) gives the same errors as with the run's batches, while
+    ocb_eb, which pools over the batch, does not."""
+    import numpy as np
+
+    from bae.fidelity import estimator_errors
+
+    fid = _script("baselines_fidelity")
+    prompts, gmax, g, b = 20, 8, 4, 8
+    prompt = np.repeat(np.arange(prompts), gmax)
+    sample = np.tile(np.arange(gmax), prompts)
+    ids = fid.step_batches(sample, prompt, g, b)
+    assert (ids == fid.step_batches(sample, prompt, g) * 3 + prompt // b).all()  # ceil(20 / 8) = 3 chunks
+    for batch in np.unique(ids):
+        rows = ids == batch
+        assert len(set(prompt[rows])) <= b and len(set(sample[rows] // g)) == 1
+        assert rows.sum() == g * len(set(prompt[rows]))  # whole groups only
+    assert (np.diff(ids[np.lexsort((prompt, sample // g))]) >= 0).all()  # replicate 0's chunks, then 1's
+    rng = np.random.default_rng(0)
+    rewards = np.column_stack([rng.integers(0, 2, len(prompt)), -rng.random(len(prompt))])
+    outcomes = np.column_stack([np.zeros(len(prompt), int), rewards[:, 0].astype(int)])
+    a_ref = rng.normal(size=len(prompt))
+    group = prompt * 2 + sample // g  # one group id per (prompt, replicate)
+    whole = estimator_errors(rewards, group, outcomes, a_ref, batches=fid.step_batches(sample, prompt, g),
+                             baselines=["ocb", "ocb_eb"])
+    cut = estimator_errors(rewards, group, outcomes, a_ref, batches=ids, baselines=["ocb", "ocb_eb"])
+    np.testing.assert_allclose(cut["ocb"], whole["ocb"])
+    assert not np.allclose(cut["ocb_eb"], whole["ocb_eb"])
