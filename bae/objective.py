@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bae.advantages import DEFAULT_EPS, blockwise_advantages
+from bae.advantages import DEFAULT_EPS, blockwise_advantages, check_options
 
 # verl's loss_agg_mode names; TRL's loss types map onto them (grpo -> seq-mean-token-mean,
 # dr_grpo -> seq-mean-token-sum-norm, dapo/bnpo/cispo -> token-mean).
@@ -242,6 +242,16 @@ def scalar_options_error(method: str, options: dict) -> str:
     """The refusal of baseline options given to a scalar method (which has no baseline to take them)."""
     return (f"baseline options {sorted(options)} apply to method 'bae' only: method {method!r} has no baseline to "
             "configure (one advantage for every token of a completion); remove them or use method 'bae'")
+
+
+def check_method_options(method: str, baseline: str, options: dict | None) -> None:
+    """Raise ValueError for baseline options that `method` cannot use: under bae those the baseline
+    does not take or a bad value (bae.advantages.check_options); under a scalar method any at all.
+    The config and the TRL trainer call it before any model is built."""
+    if method == "bae":
+        check_options(baseline, dict(options or {}))
+    elif options:
+        raise ValueError(scalar_options_error(method, options))
 
 
 def method_advantages(

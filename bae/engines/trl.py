@@ -106,10 +106,10 @@ from packaging.version import Version
 from trl import GRPOConfig, GRPOTrainer
 
 from bae import tasks as _tasks
-from bae.advantages import SCALES, check_options
+from bae.advantages import SCALES
 from bae.batch import FIELDS, ScoredBatch, score_completions
 from bae.io import atomic_write_text
-from bae.objective import METHODS, scalar_options_error, spread_advantages
+from bae.objective import METHODS, check_method_options, spread_advantages
 from bae.paper import PAPER
 from bae.tasks import Task
 
@@ -328,8 +328,8 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
             if columns is not None and ANSWER_COLUMN not in columns:
                 raise ValueError(f"{name} needs an {ANSWER_COLUMN!r} column (the gold answer of each prompt) for "
                                  f"task.score; it has {columns}")
+        check_method_options(method, baseline, baseline_options)
         if method == "bae":
-            check_options(baseline, dict(baseline_options or {}))
             if args.loss_type not in LOSS_TYPES:
                 raise ValueError(
                     f"loss_type={args.loss_type!r} cannot carry blockwise advantages"
@@ -342,8 +342,6 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
                 raise ValueError("importance_sampling_level='sequence' with method='bae' uses per-block ratios, "
                                  "which the KL term (beta != 0) would see; set beta=0.0 (the paper's) or use "
                                  "importance_sampling_level='token'")
-        elif baseline_options:
-            raise ValueError(scalar_options_error(method, baseline_options))
         if args.scale_rewards != scale:
             logger.warning(f"GRPOConfig.scale_rewards={args.scale_rewards!r} is ignored: BlockwiseGRPOTrainer "
                            f"scales advantages with scale={scale!r}")

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bae.advantages import BASELINES, check_options
-from bae.objective import METHODS, scalar_options_error
+from bae.advantages import BASELINES
+from bae.objective import METHODS, check_method_options
 from bae.paper import PAPER
 from bae.tasks import BlockSpec
 
@@ -264,10 +264,7 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _baseline_takes_its_options(self):
-        if self.method == "bae":  # as the trainer checks them, but at load, before any model is built
-            check_options(self.baseline, dict(self.baseline_options))
-        elif self.baseline_options:
-            raise ValueError(scalar_options_error(self.method, self.baseline_options))
+        check_method_options(self.method, self.baseline, self.baseline_options)  # as the trainer, but at load
         return self
 
     @model_validator(mode="after")
