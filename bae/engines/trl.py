@@ -242,7 +242,8 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
             reward), "rlcr" (scalar: sum of the block rewards) or "gdpo" (scalar: the block rewards
             normalised in their group, summed, normalised over the batch).
         baseline: the baseline of blocks k >= 2 (bae), a name in bae.advantages.BASELINES.
-        baseline_options: keyword options of the baseline (e.g. {"shrink": 2.0} for ocb_shrink). A
+        baseline_options: keyword options of the baseline (e.g. {"shrink": 2.0} for ocb_shrink; bae
+            only, refused with a scalar method). A
             baseline that pools over batches (ocb_eb with {"history": H}) keeps its memory in
             `trainer.baseline_state`, fed by each training generation batch (not by evaluation),
             saved in each checkpoint (BASELINE_STATE_FILE) and restored on resume.
