@@ -78,6 +78,21 @@ def test_malformed_carry_charges_the_left_out_blocks_to_the_block_the_text_broke
     assert two.score("<reasoning>cut", "5").rewards == tasks.get("arithmetic_two_attempt").score("<reasoning>cut", "5").rewards
 
 
+def test_total_reward_is_the_sum_partial_gives_whatever_the_policy():
+    """task.total_reward(score) = sum_k r_k under "partial"; under "carry" the left-out blocks' worst
+    rewards are both carried into the broken block and kept in their own, so the plain sum counts
+    them twice and total_reward must not: a broken solution totals 0 + (-1) = -1 under both
+    policies, where sum(carry rewards) gives -2. Whole and late-broken completions are unchanged."""
+    carry, partial = tasks.get("arithmetic", malformed="carry"), tasks.get("arithmetic")
+    for text in (completion("19", "0.9")[:20], "I don't know", completion("19", "0.9")[:-8],
+                 completion("19", "0.9"), completion("7", "0.2")):
+        expected = sum(partial.score(text, "19").rewards)
+        assert partial.total_reward(partial.score(text, "19")) == pytest.approx(expected)
+        assert carry.total_reward(carry.score(text, "19")) == pytest.approx(expected)
+    broken = carry.score(completion("19", "0.9")[:20], "19")
+    assert sum(broken.rewards) == -2.0 and carry.total_reward(broken) == -1.0
+
+
 def test_carry_charges_only_worst_rewards_below_zero():
     """A later block whose worst reward is above 0 (a custom reward) is not carried: "carry" never
     raises a block's reward, so a broken completion still never earns more than a whole one."""

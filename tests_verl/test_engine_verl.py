@@ -183,6 +183,20 @@ def test_reward_manager_run_single_like_the_reward_loop(tokenizer):
         manager.task("gsm8k")
 
 
+def test_reward_score_under_carry_is_the_total_a_scalar_estimator_should_train_on(tokenizer):
+    """verl's own estimators (grpo, ...) train on reward_score alone. Under malformed="carry" the
+    block rewards hold the left-out blocks' worst rewards twice (carried into the broken block and in
+    their own), so reward_score must be task.total_reward, the sum as under "partial", while the
+    per-block keys keep the carried values for the bae estimators."""
+    carry, partial = tasks.get("arithmetic", malformed="carry"), tasks.get("arithmetic")
+    ids = tokenizer(TEXTS[0][:20])["input_ids"] + [tokenizer.eos_token_id]  # cut inside the solution
+    out, plain = bv.score_response(carry, tokenizer, ids, "4"), bv.score_response(partial, tokenizer, ids, "4")
+    blocks = [out["reward_extra_info"][f"bae_reward_{k}"] for k in range(2)]
+    assert blocks == [-1.0, -1.0]  # 0 + the confidence block's worst, and that worst in its own block
+    assert out["reward_score"] == plain["reward_score"] == pytest.approx(sum(
+        plain["reward_extra_info"][f"bae_reward_{k}"] for k in range(2))) == -1.0
+
+
 def test_reward_manager_turns_a_scoring_error_into_a_row_the_trainer_refuses(tokenizer, monkeypatch):
     """An unknown data_source, a verifier that raises, or a session of several outputs: run_single
     returns reward 0 and bae_error (no block keys), which scored_batch and the trainers refuse."""

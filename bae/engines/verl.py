@@ -116,15 +116,16 @@ def score_response(task: bae_tasks.Task, tokenizer: Any, response_ids: Sequence[
     """{"reward_score": sum of block rewards, "reward_extra_info": block_extra_info(...)} for one
     response (its valid token ids), scored as the TRL engine scores (bae.batch.score_completions:
     the one offsets algorithm, bae.blocks.token_offsets); the block starts are read off the token
-    block ids. The scalar reward_score is what verl logs and what a built-in estimator would see;
-    the bae estimators read the per-block values instead."""
+    block ids. The scalar reward_score is what verl logs and what a built-in estimator (grpo, ...)
+    trains on: task.total_reward, the blocks' sum without what malformed="carry" moves between them
+    (which the plain sum would count twice); the bae estimators read the per-block values instead."""
     (score,), (ids,) = score_completions(task, tokenizer, [list(response_ids)], [gold])
     starts = block_starts(ids, task.num_blocks)
     info = block_extra_info(score, starts, task)
     if task.group_outcome_columns:  # answer_class: the classes need the group, assigned in scored_batch
         info.update({ANSWER_KEY.format(k): score.prefix_answers[k] or "" for k in task.group_outcome_columns})
         info[TASK_KEY] = task.config.model_copy(update={"system_prompt": ""}).model_dump_json()
-    return {"reward_score": float(sum(score.rewards)), "reward_extra_info": info}
+    return {"reward_score": task.total_reward(score), "reward_extra_info": info}
 
 
 def failed_score(err: BaseException, data_source: Any = None) -> dict[str, Any]:

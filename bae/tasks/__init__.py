@@ -18,7 +18,9 @@ in also carries the (negative) worst rewards of the blocks after it (their token
 under a blockwise advantage nothing else would answer for them: with Brier's worst of -1, a
 solution block cut short earns 0 - 1 = -1, below any well-formed wrong answer, as the scalar sum
 r_1 + r_2 charges it under "partial"). "carry" is for method bae: a scalar method sums the blocks'
-rewards and would count the left-out blocks twice (BlockwiseGRPOTrainer refuses the pair). A field
+rewards and would count the left-out blocks twice (BlockwiseGRPOTrainer refuses the pair;
+`task.total_reward(score)` is the scalar without the double count, what verl's built-in estimators
+get as reward_score). A field
 that is present but unusable (an empty answer, an unparseable confidence) also gets the worst
 reward of its block. Either way a malformed completion never earns more, block by block, than the
 well-formed completion it was cut from.

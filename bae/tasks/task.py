@@ -181,11 +181,8 @@ class Task:
         for k, reward in enumerate(self.rewards):
             value = reward.fn(ctx, k) if k < scored else None
             rewards.append(reward.worst if value is None else float(value))
-        if self.config.malformed == "carry" and scored < k_all - 1:
-            # the block the text broke in answers for the blocks it left out: their tokens do not
-            # exist, so under a blockwise advantage their worst rewards would reach no token. Only a
-            # worst below 0 is charged, so a broken completion never earns more than a whole one.
-            rewards[scored] += sum(min(reward.worst, 0.0) for reward in self.rewards[scored + 1:])
+        if scored < k_all - 1:
+            rewards[scored] += self._carried(scored)
         outcomes = [0] + [
             self.outcomes[k - 1](ctx, k) if k <= scored else MALFORMED_OUTCOME for k in range(1, k_all)
         ]
@@ -210,6 +207,26 @@ class Task:
                 for k in range(1, k_all)
             ),
         )
+
+    def _carried(self, scored: int) -> float:
+        """What "carry" adds to the reward of block `scored`, the block the text broke in (0 under the
+        other policies): the worst rewards of the blocks after it. Their tokens do not exist, so under
+        a blockwise advantage their worst rewards would reach no token. Only a worst below 0 is
+        charged, so a broken completion never earns more than a whole one."""
+        if self.config.malformed != "carry":
+            return 0.0
+        return sum(min(reward.worst, 0.0) for reward in self.rewards[scored + 1:])
+
+    def total_reward(self, score: Score) -> float:
+        """The completion's scalar reward: the sum of its block rewards as every policy but "carry"
+        gives it. Under "carry" the block the text broke in also holds the left-out blocks' worst
+        rewards, which stay in their own blocks too, so the plain sum would count them twice; this is
+        the total a scalar method (GRPO on one reward) should see, whatever the policy."""
+        total = float(sum(score.rewards))
+        complete = score.complete
+        if complete is not None and complete < self.num_blocks - 1:
+            total -= self._carried(complete)
+        return total
 
     def score_many(self, completions: Sequence[str], golds: Sequence[str]) -> list[Score]:
         """task.score of every (completion, gold), with the verifier run once per batch: every
