@@ -197,6 +197,29 @@ def test_reward_score_under_carry_is_the_total_a_scalar_estimator_should_train_o
         plain["reward_extra_info"][f"bae_reward_{k}"] for k in range(2))) == -1.0
 
 
+def test_rewards_id_has_zero_spread_in_a_group_exactly_when_no_block_reward_varies(tokenizer):
+    """DAPO's filter (metric bae_rewards_id) evicts a group whose metric has zero spread. That must
+    happen exactly when every block's reward is the same across the group, since then A[i, k] = 0 for
+    every row and block under every baseline (each is a convex combination of the group's column k);
+    where one block varies the group is kept. Here under malformed: carry, a solution cut short and a
+    wrong answer stated with confidence 1 have the same total (-1) but different block rewards."""
+    carry = tasks.get("arithmetic", malformed="carry")
+    whole = completion("7", "1")
+    texts = [whole[:20], whole[:20], whole, whole]  # two cut inside the solution, two wrong with confidence 1
+    outs = [bv.score_response(carry, tokenizer, tokenizer(t)["input_ids"] + [tokenizer.eos_token_id], "19")
+            for t in texts]
+    assert [o["reward_score"] for o in outs] == [-1.0] * 4  # the totals cannot tell them apart
+    ids = np.array([o["reward_extra_info"][bv.REWARDS_ID_KEY] for o in outs])
+    rewards = np.array([[o["reward_extra_info"][f"bae_reward_{k}"] for k in range(2)] for o in outs])
+    adv = blockwise_advantages(rewards, [0] * 4, np.array([[0, o["reward_extra_info"]["bae_outcome_1"]] for o in outs]))
+    assert np.std(ids) > 0 and np.abs(adv[:, 0]).max() == 0.5  # kept: block 1 has advantages
+    assert ids[0] == ids[1] and ids[2] == ids[3]
+    same = np.array([ids[2]] * 4)  # a group of four wrong answers with confidence 1: nothing to learn
+    assert np.std(same) == 0.0
+    assert bv.rewards_id([0.0, -1.0]) == bv.rewards_id([-0.0, -1.0]) != bv.rewards_id([0.0, np.nextafter(-1.0, 0.0)])
+    assert np.isnan(bv.failed_score(ValueError("x"))["reward_extra_info"][bv.REWARDS_ID_KEY])  # kept, then refused
+
+
 def test_reward_manager_turns_a_scoring_error_into_a_row_the_trainer_refuses(tokenizer, monkeypatch):
     """An unknown data_source, a verifier that raises, or a session of several outputs: run_single
     returns reward 0 and bae_error (no block keys), which scored_batch and the trainers refuse."""

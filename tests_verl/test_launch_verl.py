@@ -150,6 +150,8 @@ REFUSED = [  # (override, what the message must name): every setting under which
     ("algorithm.adv_estimator=bae_ocb_eb,+bae.pretest=2.0", "pretest"),  # a level must lie in [1e-12, 1)
     ("algorithm.adv_estimator=bae_ocb_eb,+bae.history=-1", "history"),  # a number of earlier steps
     ("algorithm.filter_groups.enable=true,algorithm.filter_groups.metric=acc", "filter_groups.metric=acc"),
+    # the total: equal totals can differ block by block (malformed: carry), and such a group has advantages
+    ("algorithm.filter_groups.enable=true", "filter_groups.metric=reward"),
 ]
 
 
@@ -191,5 +193,6 @@ def test_check_launch_accepts_what_it_should():
                       ["algorithm.adv_estimator=bae_ocb_eb", "+bae.pretest=0.05"],  # README's verl form
                       ["algorithm.adv_estimator=bae_ocb_eb", "+bae.history=3"],
                       ["bae.use_adaptive_entropy=false", "actor_rollout_ref.actor.entropy_coeff=0.001"],
-                      ["algorithm.filter_groups.enable=true"]):  # DAPO filtering on bae's total reward
+                      # DAPO filtering on bae's block rewards
+                      ["algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=bae_rewards_id"]):
         assert "bae.engines.verl" in bv.check_launch(recipe_with(*overrides))

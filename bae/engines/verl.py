@@ -44,10 +44,12 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import hashlib
 import json
 import logging
 import math
 import os
+import struct
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -77,6 +79,8 @@ BLOCKS_KEY = "bae_blocks"  # the task's block names, comma-joined, str (the metr
 STATES_CONFIDENCE_KEY = "bae_states_confidence"  # 1 if the task has a confidence to state, int
 ABSTAIN_KEY = "bae_has_abstain"  # 1 if the task has an abstention answer (bae/abstain_rate is logged), int
 ERROR_KEY = "bae_error"  # set instead of the block keys when scoring the response raised, str
+REWARDS_ID_KEY = "bae_rewards_id"  # equal for two rows exactly when their block rewards are, float (rewards_id):
+#                                    the DAPO filter's metric under a bae estimator
 ANSWER_KEY = "bae_answer_{}"  # tasks with a group-level outcome (answer_class) only: the answer that the
 #                               outcome of block k is about (k >= 1), str, "" for none
 TASK_KEY = "bae_task"  # with ANSWER_KEY: the task's config as JSON (system prompt left out), to assign the classes
@@ -98,11 +102,24 @@ def task_layout(task: bae_tasks.Task) -> dict[str, Any]:
             ABSTAIN_KEY: int(task.config.abstain is not None)}
 
 
+def rewards_id(rewards: Sequence[float]) -> float:
+    """A float that two responses share exactly when their block rewards are equal: a 48-bit digest
+    of the rewards' float64 bytes (so two different reward vectors collide with probability about
+    2^-48). It is algorithm.filter_groups.metric for bae estimators: verl's DAPO filter casts the
+    metric to one float per row and evicts a group whose values have zero spread, and under bae a
+    group has advantages whenever any block's reward varies in it (a group that is all right still
+    learns its confidence; under malformed: carry, equal totals can differ block by block), while
+    a group whose block rewards are all equal has advantage 0 in every block under every baseline."""
+    packed = struct.pack(f"<{len(rewards)}d", *(float(r) + 0.0 for r in rewards))  # + 0.0: -0.0 is 0.0
+    return float(int.from_bytes(hashlib.blake2b(packed, digest_size=6).digest(), "little"))
+
+
 def block_extra_info(score: bae_tasks.Score, starts: Sequence[int], task: bae_tasks.Task | None = None) -> dict[str, Any]:
     """reward_extra_info of one completion: scalar keys only (verl stacks them with np.array)."""
     info: dict[str, Any] = {REWARD_KEY.format(k): float(r) for k, r in enumerate(score.rewards)}
     info.update({OUTCOME_KEY.format(k): int(o) for k, o in enumerate(score.outcomes) if k >= 1})
     info.update({START_KEY.format(k + 1): int(s) for k, s in enumerate(starts)})
+    info[REWARDS_ID_KEY] = rewards_id(score.rewards)
     info["acc"] = float(score.correct)
     info["bae_malformed"] = int(score.malformed)
     info["bae_abstained"] = int(score.abstained)
@@ -113,7 +130,7 @@ def block_extra_info(score: bae_tasks.Score, starts: Sequence[int], task: bae_ta
 
 
 def score_response(task: bae_tasks.Task, tokenizer: Any, response_ids: Sequence[int], gold: str) -> dict[str, Any]:
-    """{"reward_score": sum of block rewards, "reward_extra_info": block_extra_info(...)} for one
+    """{"reward_score": task.total_reward(score), "reward_extra_info": block_extra_info(...)} for one
     response (its valid token ids), scored as the TRL engine scores (bae.batch.score_completions:
     the one offsets algorithm, bae.blocks.token_offsets); the block starts are read off the token
     block ids. The scalar reward_score is what verl logs and what a built-in estimator (grpo, ...)
@@ -135,7 +152,9 @@ def failed_score(err: BaseException, data_source: Any = None) -> dict[str, Any]:
     never trained on; verl itself would only log a failed session and train on the rest of its group."""
     where = "".join(traceback.format_tb(err.__traceback__, limit=-2)).strip() if err.__traceback__ else ""
     message = f"{type(err).__name__}: {err} (data_source={data_source!r})" + (f"\n{where}" if where else "")
-    return {"reward_score": 0.0, "reward_extra_info": {ERROR_KEY: message}}
+    # REWARDS_ID_KEY NaN: DAPO's filter (metric bae_rewards_id) then keeps the group (a NaN spread is not
+    # 0) and the trainer refuses it with this message, instead of verl's "missing DAPO metric"
+    return {"reward_score": 0.0, "reward_extra_info": {ERROR_KEY: message, REWARDS_ID_KEY: float("nan")}}
 
 
 class BAERewardManager(RewardManagerBase):
@@ -836,11 +855,13 @@ def check_settings(config: Any) -> None:
                          "named by data_source and would ignore the function; unset it")
     if _selected(config, "algorithm.filter_groups.enable", False):
         metric = _selected(config, "algorithm.filter_groups.metric", "reward")
-        if metric != "reward":
+        if metric != REWARDS_ID_KEY:
             raise ValueError(f"bae: algorithm.filter_groups.metric={metric} (DAPO dynamic sampling) evicts every group in "
-                             f"which {metric} does not vary, but under bae such a group still has advantages in its later "
-                             "blocks (a group that is all right still learns its confidence); use metric=reward (bae's "
-                             "sum of the block rewards) or filter_groups.enable=false")
+                             f"which {metric} does not vary, but under bae such a group still has advantages wherever "
+                             "one block's reward varies (with acc: a group that is all right still learns its "
+                             "confidence; with reward, the total: two responses of equal total can differ block by "
+                             f"block, as under malformed: carry); use metric={REWARDS_ID_KEY} (equal exactly when the "
+                             "block rewards are) or filter_groups.enable=false")
     agent = _selected(config, "actor_rollout_ref.rollout.agent.default_agent_loop", "single_turn_agent")
     if agent not in SINGLE_OUTPUT_AGENT_LOOPS:
         raise ValueError(f"bae: actor_rollout_ref.rollout.agent.default_agent_loop={agent}: bae scores one single-turn "

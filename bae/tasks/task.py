@@ -222,11 +222,14 @@ class Task:
         gives it. Under "carry" the block the text broke in also holds the left-out blocks' worst
         rewards, which stay in their own blocks too, so the plain sum would count them twice; this is
         the total a scalar method (GRPO on one reward) should see, whatever the policy."""
-        total = float(sum(score.rewards))
-        complete = score.complete
-        if complete is not None and complete < self.num_blocks - 1:
-            total -= self._carried(complete)
-        return total
+        rewards = list(score.rewards)
+        broken = score.complete
+        if self.config.malformed == "carry" and broken is not None and broken < self.num_blocks - 1:
+            # the broken block as "partial" scores it (its worst), summed in the same order: the same
+            # float as partial's sum to the bit, where subtracting the carried amount could be off in
+            # the last place (and DAPO's group filter compares the spread of totals with 0 exactly)
+            rewards[broken] = self.rewards[broken].worst
+        return float(sum(rewards))
 
     def score_many(self, completions: Sequence[str], golds: Sequence[str]) -> list[Score]:
         """task.score of every (completion, gold), with the verifier run once per batch: every
