@@ -86,7 +86,10 @@ mean|std` (TRL) and bae.batch.ScoredBatch.metrics: `bae/<block>/reward_mean|adva
 advantage_std`, `bae/<block>/stratum_size_min|stratum_size_mean` (later blocks: sizes of the
 (group, outcome) strata), `bae/accuracy`, `bae/malformed_rate`, `bae/abstain_rate` (tasks with an
 abstention answer), `bae/confidence_mean` and `bae/ece` (when some completion stated a confidence);
-`entropy` and the rest are TRL's.
+`entropy` and the rest are TRL's. TRL's own `reward` and `reward_std` are the plain sum of the
+placeholder functions, i.e. of the block rewards: under `malformed="carry"` (method "bae") that sum
+counts the left-out blocks' worst rewards twice (`task.total_reward` is the total without it); the
+per-block metrics and the advantages are unaffected.
 """
 
 from __future__ import annotations
