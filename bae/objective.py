@@ -238,12 +238,6 @@ def scalar_token_advantages(advantages: Any, token_block_ids: Any) -> torch.Tens
     return adv[:, None] * (ids >= 0).to(torch.float32)
 
 
-def scalar_options_error(method: str, options: dict) -> str:
-    """The refusal of baseline options given to a scalar method (which has no baseline to take them)."""
-    return (f"baseline options {sorted(options)} apply to method 'bae' only: method {method!r} has no baseline to "
-            "configure (one advantage for every token of a completion); remove them or use method 'bae'")
-
-
 def check_method_options(method: str, baseline: str, options: dict | None) -> None:
     """Raise ValueError for baseline options that `method` cannot use: under bae those the baseline
     does not take or a bad value (bae.advantages.check_options); under a scalar method any at all.
@@ -251,7 +245,9 @@ def check_method_options(method: str, baseline: str, options: dict | None) -> No
     if method == "bae":
         check_options(baseline, dict(options or {}))
     elif options:
-        raise ValueError(scalar_options_error(method, options))
+        raise ValueError(f"baseline options {sorted(options)} apply to method 'bae' only: method {method!r} has no "
+                         "baseline to configure (one advantage for every token of a completion); remove them or use "
+                         "method 'bae'")
 
 
 def method_advantages(
@@ -286,8 +282,8 @@ def method_advantages(
     if method == "bae":
         return blockwise_advantages(r, group_ids, outcomes, baseline=baseline, scale=scale, eps=eps, state=state,
                                     **options)
-    if options and method in SCALAR_METHODS:
-        raise ValueError(scalar_options_error(method, options))
+    if method in SCALAR_METHODS:
+        check_method_options(method, baseline, options)
     if r.ndim != 2:
         raise ValueError(f"rewards must be [N, K], got shape {r.shape}")
     if method == "gdpo":
