@@ -102,8 +102,9 @@ def step_batches(sample, prompt, group_size: int, per_batch: int | None = None):
     return batches * chunks + prompt // per_batch
 
 
-def recomputed(path: str, per_batch: int | None = None) -> dict[str, dict]:
-    """G -> {"estimators": {name: {stratum: summary}}} for group_mean, ocb, ocb_eb and PRETEST, from
+def recomputed(path: str, per_batch: int | None = None, variants: dict | None = None) -> dict[str, dict]:
+    """G -> {"estimators": {name: {stratum: summary}}} for group_mean, ocb, ocb_eb and PRETEST (or
+    `variants`: {name: (registered baseline, options)}), from
     the samples.jsonl beside metrics.json, as bae.fidelity.montecarlo computes them. With
     `per_batch` = B: each of the run's batches (one group of every prompt) is cut into batches of B
     prompts, fed in order (replicate, then prompts in file order), and the variants are SMALL_POOL;
@@ -134,7 +135,7 @@ def recomputed(path: str, per_batch: int | None = None) -> dict[str, dict]:
         batches = step_batches(sample[idx], prompt[idx], int(g), per_batch)
         errs = estimator_errors(rewards[idx], prompt[idx], outcomes[idx], a_mc[idx], block=1, batches=batches,
                                 baselines=["group_mean", "ocb", "ocb_eb"],
-                                variants=PRETEST if per_batch is None else SMALL_POOL)
+                                variants=variants or (PRETEST if per_batch is None else SMALL_POOL))
         sizes = stratum_sizes(prompt[idx], outcomes[idx, 1], batches)
         masks = {name: outcomes[idx, 1] == value for name, value in CHECK_STRATA.items()}
         masks["small_strata"] = (sizes <= 2) & (outcomes[idx, 1] != MALFORMED_OUTCOME)
