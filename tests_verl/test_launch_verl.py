@@ -196,3 +196,31 @@ def test_check_launch_accepts_what_it_should():
                       # DAPO filtering on bae's block rewards
                       ["algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=bae_rewards_id"]):
         assert "bae.engines.verl" in bv.check_launch(recipe_with(*overrides))
+
+
+def test_the_local_ray_is_started_again_only_after_ray_s_own_startup_timeout():
+    """conftest.start_ray: a start that ends in Ray's "timed out during startup" is shut down and
+    tried again (the second start is the one used); any other error is raised at once, and the
+    timeout itself once the starts run out."""
+    from conftest import RAY_STARTUP_TIMEOUT, start_ray
+
+    calls = []
+
+    def flaky(errors):
+        def init():
+            calls.append("init")
+            if errors:
+                raise errors.pop(0)
+        return init
+
+    start_ray(flaky([Exception(f"The current node {RAY_STARTUP_TIMEOUT}. This could happen ...")]),
+              lambda: calls.append("shutdown"))
+    assert calls == ["init", "shutdown", "init"]
+    calls.clear()
+    with pytest.raises(ValueError, match="bad num_cpus"):
+        start_ray(flaky([ValueError("bad num_cpus")]), lambda: calls.append("shutdown"))
+    assert calls == ["init"]
+    calls.clear()
+    with pytest.raises(Exception, match=RAY_STARTUP_TIMEOUT):
+        start_ray(flaky([Exception(RAY_STARTUP_TIMEOUT)] * 3), lambda: calls.append("shutdown"), attempts=3)
+    assert calls == ["init", "shutdown", "init", "shutdown", "init"]
