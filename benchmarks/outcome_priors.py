@@ -21,6 +21,9 @@ the strata's true values around the prediction, sigma2 the within-stratum noise)
   groups (one point per stratum); tau2 = max(0, RSS / (m - 2) - sigma2 mean(1 / n_s)), sigma2 the
   outcome's pooled within-stratum variance. Where fewer than 4 strata fit (or sigma2 = 0, or the
   stratum is its whole group): lam = 1, OCB.
+- eb_rest: ocb_eb's own lam (pool "others", pretest 0.05) with rest's prediction as the target in
+  place of the group mean (the group mean where rest has none): the two above showed rest's target
+  helping strata of one and its lam hurting large strata.
 
 Both are as valid as OCB in its own sense: the fitted parameters come from other groups only and
 x_s from the rest of the row's group, so b_i's weight on r_i is lam / |S(i)| <= 1 / |S(i)|.
@@ -43,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines_fidelity import recomputed  # noqa: E402
 
-from bae.advantages import _strata_differ, register_baseline, strata  # noqa: E402
+from bae.advantages import _strata_differ, eb_weights, register_baseline, strata  # noqa: E402
 
 
 def _by_group_outcome(values: np.ndarray, s_group: np.ndarray, s_out: np.ndarray, shape: tuple) -> np.ndarray:
@@ -108,10 +111,9 @@ def offsets(r, group, outcome, *, pretest: float | None = 0.05):
     return lam * s_mean[ids] + (1.0 - lam) * prior
 
 
-def rest(r, group, outcome):
-    """The stratum mean shrunk toward its value predicted from the rest of its group (module docstring)."""
-    if len(r) == 0:
-        return np.zeros(0)
+def _rest_fit(r, group, outcome):
+    """Per stratum (ids [N] -> 0..S-1): its mean, rest's prediction, rest's lam, and whether the
+    prediction exists (the stratum has other rows in its group and its outcome's line was fitted)."""
     num_g, num_k, ids, s_group, s_out, s_n, s_sum, g_n, g_sum = _layout(r, group, outcome)
     s_mean = s_sum / s_n
     rest_n = g_n[s_group] - s_n
@@ -130,10 +132,31 @@ def rest(r, group, outcome):
     tau2 = np.where(ok, np.maximum(rss / np.maximum(m - 2, 1.0) - sigma2 * inv_n / np.maximum(m, 1.0), 0.0), np.nan)
     prior = alpha[s_group, s_out] + beta[s_group, s_out] * x
     lam = np.where(rest_n > 0, _eb_lambda(tau2[s_group, s_out], sigma2[s_group, s_out], s_n), 1.0)
+    return ids, s_mean, prior, lam, (rest_n > 0) & ok[s_group, s_out]
+
+
+def rest(r, group, outcome):
+    """The stratum mean shrunk toward its value predicted from the rest of its group (module docstring)."""
+    if len(r) == 0:
+        return np.zeros(0)
+    ids, s_mean, prior, lam, _ = _rest_fit(r, group, outcome)
     return (lam * s_mean + (1.0 - lam) * prior)[ids]
 
 
-VARIANTS = {"ocb_eb[pretest]": ("ocb_eb", {"pretest": 0.05}), "offsets": ("offsets", {}), "rest": ("rest", {})}
+def eb_rest(r, group, outcome, *, history: int = 0, state: dict | None = None):
+    """ocb_eb's own weight (pool "others", pretest 0.05, `history` batches before in `state`:
+    bae.advantages.eb_weights) with rest's prediction as the target in place of the group mean; the
+    group mean where rest has none. rest's line is fitted on this batch's other groups only."""
+    if len(r) == 0:
+        return np.zeros(0)
+    ids, s_mean, prior, _, fitted = _rest_fit(r, group, outcome)
+    lam = eb_weights(r, group, outcome, pool="others", pretest=0.05, history=history, state=state)
+    target = np.where(fitted[ids], prior[ids], np.bincount(group, weights=r)[group] / np.bincount(group)[group])
+    return lam * s_mean[ids] + (1.0 - lam) * target
+
+
+VARIANTS = {"ocb_eb[pretest]": ("ocb_eb", {"pretest": 0.05}), "offsets": ("offsets", {}), "rest": ("rest", {}),
+            "eb_rest": ("eb_rest", {})}
 
 
 def row(groups: dict, name: str) -> str:
@@ -154,6 +177,7 @@ def main() -> None:
     # registered here, not at import: a test importing the script leaves bae's registry as it was
     register_baseline("offsets", needs_outcomes=True)(offsets)
     register_baseline("rest", needs_outcomes=True)(rest)
+    register_baseline("eb_rest", needs_outcomes=True, stateful=True)(eb_rest)
     for path in sys.argv[1:]:
         groups = recomputed(path, variants=VARIANTS)
         print(f"{path}\n\n| estimator | " + " | ".join(f"G = {g}" for g in groups) + " |\n|---|" + "---|" * len(groups))

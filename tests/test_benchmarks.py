@@ -182,7 +182,7 @@ def _own_weights(baseline, r, group, outcome):
     return out
 
 
-@pytest.mark.parametrize("name", ["offsets", "rest"])
+@pytest.mark.parametrize("name", ["offsets", "rest", "eb_rest"])
 def test_the_other_shrinkage_targets_are_as_valid_as_ocb(name):
     """benchmarks/outcome_priors.py: b_i = lam m_S + (1 - lam) prior, with lam and the prior's fitted
     parameters from the other groups, so b_i is a fixed linear function of its group's rewards
