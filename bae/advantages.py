@@ -14,7 +14,8 @@ Departures from the paper, all opt-in by name:
 - "ocb_shrink": the stratum mean shrunk toward the group mean, for small strata (the paper names
   small strata as OCB's limitation).
 - "ocb_eb": the same shrinkage with its strength estimated from the batch (empirical Bayes),
-  optionally also from the batches before (history=H, a memory kept in `state`).
+  optionally also from the batches before (history=H, a memory kept in `state`), and optionally
+  toward a prediction of the stratum's value from the rest of its group (toward="rest").
 - outcomes may take any number of integer values (multi-bin outcomes, the paper's future work).
 
 Every baseline is a function `(r, group, outcome, **options) -> b` over one block's column:
@@ -194,12 +195,16 @@ def ocb_shrink(r, group, outcome, *, shrink: float = 1.0):
 
 
 EB_POOLS = ("others", "batch")
+EB_TARGETS = ("group_mean", "rest")
+"""What ocb_eb shrinks a stratum's mean toward (see ocb_eb: `toward`)."""
 MIN_PRETEST = 1e-12
 """The smallest level of ocb_eb's pretest: below about 1e-16 the F quantile is not finite in double
 precision, and the test would then never keep tau2 whatever the data."""
 
 
-def _check_eb(pool: str = "others", pretest: float | None = None, history: int = 0) -> None:
+def _check_eb(pool: str = "others", pretest: float | None = None, history: int = 0, toward: str = "group_mean") -> None:
+    if toward not in EB_TARGETS:
+        raise ValueError(f"ocb_eb: toward must be one of {EB_TARGETS}, got {toward!r}")
     if isinstance(history, bool) or not isinstance(history, numbers.Integral) or history < 0:
         raise ValueError(f"ocb_eb: history must be a whole number of earlier batches >= 0, got {history!r}")
     if pool not in EB_POOLS:
@@ -296,9 +301,51 @@ def _strata_differ(ssb: np.ndarray, dfb: np.ndarray, sigma2: np.ndarray, dfw: np
     return ok & (f > stats.f.isf(float(alpha), np.maximum(dfb, 1.0), np.maximum(dfw, 1.0)))
 
 
+MIN_REST_FIT = 16
+"""ocb_eb(toward="rest"): the fewest strata (of other groups) a line per outcome is fitted on."""
+
+
+def rest_prediction(r: np.ndarray, group: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([N] predicted value of each row's stratum, [N] bool: whether there is one) for
+    ocb_eb(toward="rest"): per outcome, the line m_S = alpha_o + beta_o x_S fitted by least squares
+    over the strata of the *other* groups (one point per stratum), x_S the mean reward of the rows
+    of S's group outside S, evaluated at the row's own x_S. None (False) where the stratum is its
+    whole group (no x), where fewer than MIN_REST_FIT strata of the outcome in other groups have an
+    x, where their x do not spread (a vertical fit), or where the fit is not finite."""
+    n = len(r)
+    if n == 0:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    num_g, num_o = int(group.max()) + 1, int(outcome.max()) + 1
+    ids, _ = strata(group, outcome)
+    num_s = int(ids.max()) + 1
+    s_group, s_out = np.zeros(num_s, np.int64), np.zeros(num_s, np.int64)
+    s_group[ids], s_out[ids] = group, outcome
+    s_n = np.bincount(ids, minlength=num_s).astype(np.float64)  # [S]
+    s_sum = np.bincount(ids, weights=r, minlength=num_s)
+    g_n = np.bincount(group, minlength=num_g).astype(np.float64)  # [G]
+    g_sum = np.bincount(group, weights=r, minlength=num_g)
+    rest_n = g_n[s_group] - s_n  # [S] rows of the group outside the stratum
+    has_x = rest_n > 0
+    x = np.where(has_x, (g_sum[s_group] - s_sum) / np.maximum(rest_n, 1.0), 0.0)  # [S]
+    y = s_sum / s_n
+    w = has_x.astype(np.float64)
+    sums = np.zeros((5, num_g, num_o))  # per (group, outcome): count, sum x, sum y, sum x^2, sum x y
+    for k, v in enumerate((w, w * x, w * y, w * x * x, w * x * y)):
+        np.add.at(sums[k], (s_group, s_out), v)
+    m, sx, sy, sxx, sxy = sums.sum(axis=1, keepdims=True) - sums  # each [G, O]: the other groups'
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        det = m * sxx - sx * sx  # m^2 var(x): > 0 when the x spread
+        beta = (m * sxy - sx * sy) / det
+        alpha = (sy - beta * sx) / m
+        pred = alpha[s_group, s_out] + beta[s_group, s_out] * x  # [S]
+        spread = det > 1e-12 * np.abs(m * sxx)  # rounding in m sxx - sx^2 is no spread
+    fitted = has_x & (m[s_group, s_out] >= MIN_REST_FIT) & spread[s_group, s_out] & np.isfinite(pred)
+    return np.where(fitted, pred, 0.0)[ids], fitted[ids]
+
+
 @register_baseline("ocb_eb", needs_outcomes=True, check=_check_eb, stateful=True)
 def ocb_eb(r, group, outcome, *, pool: str = "others", pretest: float | None = None, history: int = 0,
-           state: dict | None = None):
+           toward: str = "group_mean", state: dict | None = None):
     """OCB shrunk toward the group mean by a strength estimated from the batch (empirical Bayes):
 
         b_i = lam_i * m_S(i) + (1 - lam_i) * m_g(i),    lam_i = tau2 |S(i)| / (tau2 |S(i)| + sigma2),
@@ -352,11 +399,36 @@ def ocb_eb(r, group, outcome, *, pool: str = "others", pretest: float | None = N
     validity argument is unchanged. The price: lam is estimated partly from older policies (a window
     of H batches; the policy moves little in H updates, but nothing checks that). A batch whose sums
     are not finite (rewards near the float limit) is not kept.
+
+    toward="rest" (opt-in; "group_mean", the default, is the estimator above): the same lam, with
+    the group mean replaced by a prediction of the stratum's own value from the rest of its group,
+
+        b_i = lam_i * m_S(i) + (1 - lam_i) * (alpha_o + beta_o * x_S(i)),    x_S = mean of g's rows outside S,
+
+    (alpha_o, beta_o) the least-squares line of m_S' on x_S' over the strata S' of outcome o in the
+    other groups of the batch (rest_prediction). Why: a stratum of one in a group of 32 is otherwise
+    pulled toward 31 rows of the other outcome, whose mean is far from its value when outcomes and
+    block-2 rewards go together (a lone right answer on a prompt the policy rates as hard comes with
+    a low confidence); across prompts, a stratum's value moves with the rest of its group's mean,
+    and the line reads that off the other prompts. Validity: the line comes from other groups and
+    x_S from rows outside S, so b_i's weight on r_i is lam / |S(i)|, below OCB's 1 / |S(i)| and
+    below the group-mean target's. Where there is no line (a stratum that is its whole group; fewer
+    than MIN_REST_FIT strata of the outcome with an x in the other groups; x that do not spread)
+    the target is the group mean. The line is fitted on this batch alone (history pools only lam's
+    sums), so in small batches (fewer than MIN_REST_FIT + 1 groups) it is plain ocb_eb. Measured in
+    benchmarks/RESULTS.md ("The rest of the group as the target").
     """
+    _check_eb(pool, pretest, history, toward)
     lam = eb_weights(r, group, outcome, pool, pretest, history, state)
+    if not len(r):
+        return np.zeros(0)
     ids, _ = strata(group, outcome)
     s_sums, s_counts = _segment_mean(r, ids, int(ids.max(initial=-1)) + 1)
-    return lam * (s_sums / np.maximum(s_counts, 1)) + (1.0 - lam) * group_mean(r, group, outcome) if len(r) else np.zeros(0)
+    target = group_mean(r, group, outcome)
+    if toward == "rest":
+        predicted, fitted = rest_prediction(r, group, outcome)
+        target = np.where(fitted, predicted, target)
+    return lam * (s_sums / np.maximum(s_counts, 1)) + (1.0 - lam) * target
 
 
 def _column_memory(state: dict | None, col: int) -> tuple[str, dict | None]:

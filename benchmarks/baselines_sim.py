@@ -23,12 +23,13 @@ p_x ~ U(0.1, 0.9) in all three; the confidence policy's width is the simulator's
   holds a regime other than the current one.
 
 Printed: one RMSE table per regime (strata correct, incorrect, and "small": the rows whose stratum
-has one or two members), then the target check of ocb_eb and of ocb_eb with its pretest at 0.05
-(`ocb_eb[pretest]`): RMSE within one se of the better of ocb and group_mean (per stratum), and
-strictly below ocb in the small strata (Δ < 0 by more than two paired se). With --history H > 0,
-ocb_eb with history = H (`ocb_eb[history]`: each batch also pools the sums of the H batches before
-it, as training steps would) and with the pretest too (`ocb_eb[pretest,history]`) join the tables
-and the check.
+has one or two members), then the target check of ocb_eb, of ocb_eb with its pretest at 0.05
+(`ocb_eb[pretest]`) and of that with the target predicted from the rest of the group
+(`ocb_eb[pretest,rest]`: toward="rest"): RMSE within one se of the better of ocb and group_mean
+(per stratum), and strictly below ocb in the small strata (Δ < 0 by more than two paired se). With
+--history H > 0, ocb_eb with history = H (`ocb_eb[history]`: each batch also pools the sums of the
+H batches before it, as training steps would) and with the pretest too (`ocb_eb[pretest,history]`,
+`ocb_eb[pretest,rest,history]`) join the tables and the check.
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ REGIMES = {
 DRIFT_PERIOD = 100
 """Batches per drift cycle: flat to strong in 50, back in 50 (faster than the demo's policies, which
 learn their confidence over 100-200 steps by their training curves)."""
-VARIANTS = {"ocb_eb[batch]": {"pool": "batch"}, "ocb_eb[pretest]": {"pretest": 0.05}}
+VARIANTS = {"ocb_eb[batch]": {"pool": "batch"}, "ocb_eb[pretest]": {"pretest": 0.05},
+            "ocb_eb[pretest,rest]": {"pretest": 0.05, "toward": "rest"}}
 """ocb_eb with options: name -> keyword options of the baseline."""
 NAMES = ("batch_mean", "group_mean", "ocb", "ocb_shrink", "ocb_eb", *VARIANTS)
-CHECKED = ("ocb_eb", "ocb_eb[pretest]")
+CHECKED = ("ocb_eb", "ocb_eb[pretest]", "ocb_eb[pretest,rest]")
 """The estimators checked against the issue's target."""
 STRATA = ("correct", "incorrect", "small")
 
@@ -62,7 +64,8 @@ def with_history(history: int) -> dict[str, dict]:
     """VARIANTS, and with history > 0 the two that pool over the `history` batches before."""
     if not history:
         return dict(VARIANTS)
-    return {**VARIANTS, "ocb_eb[history]": {"history": history}, "ocb_eb[pretest,history]": {"pretest": 0.05, "history": history}}
+    return {**VARIANTS, "ocb_eb[history]": {"history": history}, "ocb_eb[pretest,history]": {"pretest": 0.05, "history": history},
+            "ocb_eb[pretest,rest,history]": {"pretest": 0.05, "toward": "rest", "history": history}}
 
 
 def errors(sim, batches: np.ndarray, history: int = 0) -> dict[str, np.ndarray]:

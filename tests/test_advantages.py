@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from bae.advantages import (BASELINES, MIN_PRETEST, blockwise_advantages, check_options, eb_weights, ocb_eb,
-                            register_baseline)
+from bae.advantages import (BASELINES, MIN_PRETEST, MIN_REST_FIT, blockwise_advantages, check_options, eb_weights,
+                            ocb_eb, register_baseline, rest_prediction)
 
 EPS = 1e-6
 
@@ -649,3 +649,105 @@ def test_a_stateful_baseline_must_take_a_state():
     with pytest.raises(ValueError, match="stateful but takes no `state`"):
         register_baseline("stateless_test", stateful=True)(lambda r, group, outcome: r)
     assert "stateless_test" not in BASELINES
+
+
+# -- ocb_eb toward="rest": the target predicted from the rest of the group --------------------------
+
+
+def _rest_batch(groups: int, size: int, seed: int):
+    """Brier-like block-2 rewards: each prompt has a confidence level c; a right answer scores
+    -(1 - c')^2 and a wrong one -c'^2 (c' = c plus noise), so a stratum's value moves with the rest
+    of its group's mean (the situation the line is for). Pass rates spread over (0.02, 0.98)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), size)
+    o = (rng.random(len(g)) < rng.uniform(0.02, 0.98, groups)[g]).astype(np.int64)
+    c = np.clip(rng.uniform(0.05, 0.95, groups)[g] + rng.normal(0, 0.15, len(g)), 0, 1)
+    return -(c - o) ** 2, g, o
+
+
+def test_rest_prediction_is_the_line_fitted_on_the_other_groups():
+    """rest_prediction: for a stratum S of group g with outcome o, alpha + beta x_S, where (alpha,
+    beta) is the least-squares line of m_S' on x_S' over the strata S' of outcome o in the other
+    groups (x: the mean of the group's rows outside the stratum), checked against np.polyfit."""
+    r, g, o = _rest_batch(40, 8, seed=0)
+    predicted, fitted = rest_prediction(r, g, o)
+    means = {(gi, oi): r[(g == gi) & (o == oi)].mean() for gi, oi in set(zip(g, o))}
+    rests = {(gi, oi): r[(g == gi) & (o != oi)].mean() for gi, oi in means if np.any((g == gi) & (o != oi))}
+    checked = 0
+    for i in range(0, len(r), 7):
+        key = (g[i], o[i])
+        points = [(rests[k], means[k]) for k in rests if k[1] == o[i] and k[0] != g[i]]
+        assert fitted[i] == (key in rests and len(points) >= MIN_REST_FIT)
+        if fitted[i]:
+            beta, alpha = np.polyfit(*zip(*points), 1)
+            assert predicted[i] == pytest.approx(alpha + beta * rests[key], abs=1e-9)
+            checked += 1
+    assert checked > 20
+
+
+def test_ocb_eb_toward_rest_recovers_strata_on_a_line_and_keeps_the_validity_bound():
+    """toward="rest": b = lam m_S + (1 - lam) (alpha + beta x_S), lam as toward="group_mean" (the
+    same eb_weights). Where the strata's values lie exactly on a line in x, the target is the
+    stratum's own mean. b_i is linear in its own group's rewards (lam and the line come from the
+    other groups) with weight lam / |S(i)| on r_i, below OCB's 1 / |S(i)| and below the group-mean
+    target's lam / |S(i)| + (1 - lam) / n_g."""
+    r, g, o = _rest_batch(60, 8, seed=1)
+    lam = eb_weights(r, g, o, pretest=0.05)
+    b = ocb_eb(r, g, o, pretest=0.05, toward="rest")
+    predicted, fitted = rest_prediction(r, g, o)
+    m_s = BASELINES["ocb"](r, g, o)
+    np.testing.assert_allclose(b, np.where(fitted, lam * m_s + (1 - lam) * predicted,
+                                           ocb_eb(r, g, o, pretest=0.05)), atol=1e-12)
+    assert fitted.mean() > 0.5  # the line is what is checked below
+    for i in range(0, len(r), 11):
+        moved = r.copy()
+        moved[i] += 10.0
+        n_s, n_g = np.sum((g == g[i]) & (o == o[i])), np.sum(g == g[i])
+        w = (ocb_eb(moved, g, o, pretest=0.05, toward="rest")[i] - b[i]) / 10.0
+        expected = lam[i] / n_s if fitted[i] else lam[i] / n_s + (1 - lam[i]) / n_g
+        assert w == pytest.approx(expected, abs=1e-9) and w <= 1.0 / n_s + 1e-12
+    # right strata whose value is exactly 0.5 - x (x: the group's wrong rows' mean): the target is it
+    x = np.array([r[(g == gi) & (o == 0)].mean() if np.any((g == gi) & (o == 0)) else 0.0 for gi in g])
+    exact = np.where(o == 1, 0.5 - x, r)
+    predicted, fitted = rest_prediction(exact, g, o)
+    right = fitted & (o == 1)
+    assert right.sum() > 100
+    np.testing.assert_allclose(predicted[right], exact[right], atol=1e-9)
+
+
+def test_ocb_eb_toward_rest_falls_back_to_the_group_mean_without_a_line():
+    """Fewer than MIN_REST_FIT strata of an outcome in the other groups, or a stratum that is its
+    whole group, or x that do not spread: the target is the group mean (plain ocb_eb); N = 0 gives
+    []; a bad `toward` is refused by name before any compute."""
+    r, g, o = _rest_batch(MIN_REST_FIT // 2, 8, seed=2)  # too few groups for any line
+    np.testing.assert_array_equal(ocb_eb(r, g, o, toward="rest"), ocb_eb(r, g, o))
+    r, g, o = _rest_batch(60, 8, seed=3)
+    o[g == 0] = 1  # group 0 is one stratum
+    b = ocb_eb(r, g, o, toward="rest")
+    np.testing.assert_allclose(b[g == 0], r[g == 0].mean())
+    same_x = np.where(o == 1, -0.25, r)  # every wrong stratum's x is -0.25: no spread, no line for them
+    wrong = o == 0
+    assert not rest_prediction(same_x, g, o)[1][wrong].any() and rest_prediction(same_x, g, o)[1][~wrong].any()
+    np.testing.assert_allclose(ocb_eb(same_x, g, o, toward="rest")[wrong], ocb_eb(same_x, g, o)[wrong], atol=1e-12)
+    assert ocb_eb(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), toward="rest").shape == (0,)
+    with pytest.raises(ValueError, match=r"toward must be one of \('group_mean', 'rest'\), got 'rests'"):
+        check_options("ocb_eb", {"toward": "rests"})
+    with pytest.raises(ValueError, match="toward must be one of"):
+        blockwise_advantages(np.column_stack([r, r]), g, np.column_stack([o, o]), baseline="ocb_eb", toward="line")
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=st.lists(st.integers(1, 9), min_size=1, max_size=40), values=st.integers(1, 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_ocb_eb_toward_rest_is_finite_and_shift_equivariant_on_any_batch(sizes, values, seed):
+    """For any batch: b is finite; shifting every reward by a constant shifts b by it (the line's
+    intercept absorbs it); where no line is fitted b equals plain ocb_eb."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    o = rng.integers(0, values, len(g))
+    r = np.round(rng.normal(size=len(g)) * rng.uniform(0.01, 5), 4)
+    b = ocb_eb(r, g, o, toward="rest")
+    assert np.all(np.isfinite(b))
+    np.testing.assert_allclose(ocb_eb(r + 3.0, g, o, toward="rest"), b + 3.0, atol=1e-7)
+    fitted = rest_prediction(r, g, o)[1]
+    np.testing.assert_allclose(b[~fitted], ocb_eb(r, g, o)[~fitted], atol=1e-12)

@@ -242,3 +242,28 @@ def test_the_offsets_prior_is_the_two_way_fit_of_the_other_groups():
     rmse["ocb_eb"] = np.sqrt(np.mean((eb - value)[single] ** 2))
     assert single.sum() > 50
     assert rmse["offsets"] < 0.8 * rmse["ocb_eb"], rmse
+
+
+def test_the_library_s_rest_target_is_the_judged_eb_rest_where_a_line_has_enough_strata():
+    """bae's ocb_eb(pretest=0.05, toward="rest") is the eb_rest of benchmarks/outcome_priors.py (the
+    estimator frozen before the draw that judged it) wherever each outcome has at least
+    MIN_REST_FIT strata in the other groups; with fewer (the script fits from 4) the library keeps
+    the group mean, i.e. plain ocb_eb."""
+    import numpy as np
+
+    from bae.advantages import MIN_REST_FIT, ocb_eb, rest_prediction
+
+    priors = _script("outcome_priors")
+    rng = np.random.default_rng(7)
+    for groups in (60, 120):
+        group = np.repeat(np.arange(groups), 8)
+        outcome = (rng.random(len(group)) < rng.uniform(0.05, 0.95, groups)[group]).astype(int)
+        r = -(np.clip(rng.uniform(0, 1, groups)[group] + rng.normal(0, 0.2, len(group)), 0, 1) - outcome) ** 2
+        assert rest_prediction(r, group, outcome)[1].mean() > 0.5
+        np.testing.assert_allclose(ocb_eb(r, group, outcome, pretest=0.05, toward="rest"),
+                                   priors.eb_rest(r, group, outcome), rtol=1e-12, atol=1e-12)
+    few = group < MIN_REST_FIT // 2 + 2  # about 10 groups: the script fits lines, the library does not
+    r, group, outcome = r[few], group[few], outcome[few]
+    np.testing.assert_allclose(ocb_eb(r, group, outcome, pretest=0.05, toward="rest"),
+                               ocb_eb(r, group, outcome, pretest=0.05), atol=1e-12)
+    assert not np.allclose(priors.eb_rest(r, group, outcome), ocb_eb(r, group, outcome, pretest=0.05))
