@@ -305,41 +305,64 @@ MIN_REST_FIT = 16
 """ocb_eb(toward="rest"): the fewest strata (of other groups) a line per outcome is fitted on."""
 
 
+def _min_of_others(values: np.ndarray) -> np.ndarray:
+    """[G, O] -> [G, O]: per column, the smallest value over the *other* rows (NaN = absent; +inf
+    where no other row has one)."""
+    filled = np.where(np.isnan(values), np.inf, values)
+    if len(filled) < 2:
+        return np.full_like(filled, np.inf)
+    order = np.argsort(filled, axis=0, kind="stable")[:2]  # [2, O] the rows of the two smallest
+    first, second = np.take_along_axis(filled, order, axis=0)
+    return np.where(np.arange(len(filled))[:, None] == order[0], second, first)
+
+
 def rest_prediction(r: np.ndarray, group: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """([N] predicted value of each row's stratum, [N] bool: whether there is one) for
     ocb_eb(toward="rest"): per outcome, the line m_S = alpha_o + beta_o x_S fitted by least squares
     over the strata of the *other* groups (one point per stratum), x_S the mean reward of the rows
-    of S's group outside S, evaluated at the row's own x_S. None (False) where the stratum is its
-    whole group (no x), where fewer than MIN_REST_FIT strata of the outcome in other groups have an
-    x, where their x do not spread (a vertical fit), or where the fit is not finite."""
+    of S's group outside S, evaluated at the row's own x_S clamped to the range of the x the line
+    was fitted on, and the value clamped to the range of their m_S' (a line is not extrapolated,
+    nor trusted beyond the values it was fitted on: one outlying stratum can tilt it steeply). None
+    (False) where the stratum is its whole group (no x), where fewer than MIN_REST_FIT strata of the
+    outcome in other groups have an x, where their x do not spread (a vertical fit), or where the
+    fit is not finite (rewards near the float limit). The line depends on the row's own group only
+    through rounding (the other groups' sums are the batch's minus the group's own)."""
     n = len(r)
     if n == 0:
         return np.zeros(0), np.zeros(0, dtype=bool)
+    group, outcome = _dense_ids(np.asarray(group), "group_ids"), _dense_ids(np.asarray(outcome), "outcomes")
     num_g, num_o = int(group.max()) + 1, int(outcome.max()) + 1
     ids, _ = strata(group, outcome)
     num_s = int(ids.max()) + 1
     s_group, s_out = np.zeros(num_s, np.int64), np.zeros(num_s, np.int64)
-    s_group[ids], s_out[ids] = group, outcome
-    s_n = np.bincount(ids, minlength=num_s).astype(np.float64)  # [S]
-    s_sum = np.bincount(ids, weights=r, minlength=num_s)
-    g_n = np.bincount(group, minlength=num_g).astype(np.float64)  # [G]
-    g_sum = np.bincount(group, weights=r, minlength=num_g)
-    rest_n = g_n[s_group] - s_n  # [S] rows of the group outside the stratum
-    has_x = rest_n > 0
-    x = np.where(has_x, (g_sum[s_group] - s_sum) / np.maximum(rest_n, 1.0), 0.0)  # [S]
-    y = s_sum / s_n
-    w = has_x.astype(np.float64)
-    sums = np.zeros((5, num_g, num_o))  # per (group, outcome): count, sum x, sum y, sum x^2, sum x y
-    for k, v in enumerate((w, w * x, w * y, w * x * x, w * x * y)):
-        np.add.at(sums[k], (s_group, s_out), v)
-    m, sx, sy, sxx, sxy = sums.sum(axis=1, keepdims=True) - sums  # each [G, O]: the other groups'
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    s_group[ids], s_out[ids] = group, outcome  # a group holds at most one stratum per outcome
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite sums: no line
+        shift = r.mean()  # a line is shift-equivariant: centring only keeps its sums well conditioned
+        rc = r - shift
+        s_n = np.bincount(ids, minlength=num_s).astype(np.float64)  # [S]
+        s_sum = np.bincount(ids, weights=rc, minlength=num_s)
+        g_n = np.bincount(group, minlength=num_g).astype(np.float64)  # [G]
+        g_sum = np.bincount(group, weights=rc, minlength=num_g)
+        rest_n = g_n[s_group] - s_n  # [S] rows of the group outside the stratum
+        has_x = rest_n > 0
+        x = np.where(has_x, (g_sum[s_group] - s_sum) / np.maximum(rest_n, 1.0), 0.0)  # [S]
+        y = s_sum / s_n
+        w = has_x.astype(np.float64)
+        sums = np.zeros((5, num_g, num_o))  # per (group, outcome): count, sum x, sum y, sum x^2, sum x y
+        for k, v in enumerate((w, w * x, w * y, w * x * x, w * x * y)):
+            np.add.at(sums[k], (s_group, s_out), v)
+        m, sx, sy, sxx, sxy = sums.sum(axis=1, keepdims=True) - sums  # each [G, O]: the other groups'
         det = m * sxx - sx * sx  # m^2 var(x): > 0 when the x spread
         beta = (m * sxy - sx * sy) / det
         alpha = (sy - beta * sx) / m
-        pred = alpha[s_group, s_out] + beta[s_group, s_out] * x  # [S]
+        xs, ys = np.full((2, num_g, num_o), np.nan)
+        xs[s_group[has_x], s_out[has_x]], ys[s_group[has_x], s_out[has_x]] = x[has_x], y[has_x]
+        cell = (s_group, s_out)  # [G, O] -> [S]: the ranges of the points the line was fitted on
+        x_low, x_high = _min_of_others(xs)[cell], -_min_of_others(-xs)[cell]
+        y_low, y_high = _min_of_others(ys)[cell], -_min_of_others(-ys)[cell]
+        pred = np.clip(alpha[cell] + beta[cell] * np.clip(x, x_low, x_high), y_low, y_high) + shift  # [S]
         spread = det > 1e-12 * np.abs(m * sxx)  # rounding in m sxx - sx^2 is no spread
-    fitted = has_x & (m[s_group, s_out] >= MIN_REST_FIT) & spread[s_group, s_out] & np.isfinite(pred)
+    fitted = has_x & (m[cell] >= MIN_REST_FIT) & spread[cell] & np.isfinite(pred)
     return np.where(fitted, pred, 0.0)[ids], fitted[ids]
 
 
@@ -403,19 +426,22 @@ def ocb_eb(r, group, outcome, *, pool: str = "others", pretest: float | None = N
     toward="rest" (opt-in; "group_mean", the default, is the estimator above): the same lam, with
     the group mean replaced by a prediction of the stratum's own value from the rest of its group,
 
-        b_i = lam_i * m_S(i) + (1 - lam_i) * (alpha_o + beta_o * x_S(i)),    x_S = mean of g's rows outside S,
+        b_i = lam_i * m_S(i) + (1 - lam_i) * (alpha_o + beta_o * x_S(i)),    x_S: mean of g's rows outside S,
 
     (alpha_o, beta_o) the least-squares line of m_S' on x_S' over the strata S' of outcome o in the
-    other groups of the batch (rest_prediction). Why: a stratum of one in a group of 32 is otherwise
-    pulled toward 31 rows of the other outcome, whose mean is far from its value when outcomes and
-    block-2 rewards go together (a lone right answer on a prompt the policy rates as hard comes with
-    a low confidence); across prompts, a stratum's value moves with the rest of its group's mean,
-    and the line reads that off the other prompts. Validity: the line comes from other groups and
-    x_S from rows outside S, so b_i's weight on r_i is lam / |S(i)|, below OCB's 1 / |S(i)| and
-    below the group-mean target's. Where there is no line (a stratum that is its whole group; fewer
-    than MIN_REST_FIT strata of the outcome with an x in the other groups; x that do not spread)
-    the target is the group mean. The line is fitted on this batch alone (history pools only lam's
-    sums), so in small batches (fewer than MIN_REST_FIT + 1 groups) it is plain ocb_eb. Measured in
+    other groups of the batch, x_S clamped to the range of their x_S' and the value to the range of
+    their m_S' (rest_prediction; so b stays within the rewards' range). Why: a stratum of one in a
+    group of 32 is otherwise pulled toward 31 rows of the other outcome, whose mean is far from its
+    value when outcomes and block-2 rewards go together (a lone right answer on a prompt the policy
+    rates as hard comes with a low confidence); across prompts, a stratum's value moves with the
+    rest of its group's mean, and the line reads that off the other prompts. Validity: the line and
+    its ranges come from other groups and x_S from rows outside S, so where there is a line b_i's
+    weight on r_i is lam / |S(i)|, below OCB's 1 / |S(i)| and below the group-mean target's
+    lam / |S(i)| + (1 - lam) / n_g. Where there is none (a stratum that is its whole group; fewer
+    than MIN_REST_FIT strata of the outcome with an x in the other groups; x that do not spread; a
+    fit that is not finite) the target is the group mean. The line is fitted on this batch alone
+    (history pools only lam's sums), so in batches of MIN_REST_FIT groups or fewer it is plain
+    ocb_eb. Measured in
     benchmarks/RESULTS.md ("The rest of the group as the target").
     """
     _check_eb(pool, pretest, history, toward)

@@ -8,12 +8,13 @@ ocb_eb and the answer-class strata alone (ocb@answer_class) and under ocb_eb
 (ocb_eb@answer_class), in the correct / incorrect strata and the rows in small strata (1 or 2
 members under correct/incorrect); then the target check of ocb_eb (within one se of the better
 of ocb and group_mean; strictly below ocb in the small strata: Δ < 0 by more than two paired se).
-Then the same check for ocb_eb with its F pretest at 0.05 (`ocb_eb[pretest]`), whose errors
+Then the same check for ocb_eb with its F pretest at 0.05 (`ocb_eb[pretest]`) and for that with
+the target predicted from the rest of the group (`ocb_eb[pretest,rest]`, toward="rest"), whose errors
 `bae fidelity` does not compute (it runs every baseline with its default options): they are
 recomputed from the run's samples.jsonl (rewards, outcomes, A_MC of every sample) with the run's
 group sizes, batches and bootstrap, and the same recomputation of ocb, group_mean and ocb_eb must
 give metrics.json's figures (checked: it stops otherwise). With --groups-per-batch B only that
-check is printed, for ocb_eb[pretest] and ocb_eb[pretest,history] (history 3), with each run's
+check is printed, for those and ocb_eb[pretest,history] (history 3), with each run's
 batch cut into batches of B groups fed in order, as a training step of B prompts sees them.
 """
 
@@ -81,7 +82,8 @@ def target_rows(groups: dict, name: str, with_rmse: bool = False) -> list[str]:
     return rows
 
 
-PRETEST = {"ocb_eb[pretest]": ("ocb_eb", {"pretest": 0.05})}
+PRETEST = {"ocb_eb[pretest]": ("ocb_eb", {"pretest": 0.05}),
+           "ocb_eb[pretest,rest]": ("ocb_eb", {"pretest": 0.05, "toward": "rest"})}
 SMALL_POOL = {**PRETEST, "ocb_eb[pretest,history]": ("ocb_eb", {"pretest": 0.05, "history": 3})}
 """The variants checked with --groups-per-batch: batches as small as a training step's, where ocb_eb
 pools over few groups, with and without the 3 batches before."""

@@ -668,7 +668,8 @@ def _rest_batch(groups: int, size: int, seed: int):
 def test_rest_prediction_is_the_line_fitted_on_the_other_groups():
     """rest_prediction: for a stratum S of group g with outcome o, alpha + beta x_S, where (alpha,
     beta) is the least-squares line of m_S' on x_S' over the strata S' of outcome o in the other
-    groups (x: the mean of the group's rows outside the stratum), checked against np.polyfit."""
+    groups (x: the mean of the group's rows outside the stratum), x_S clamped to the range of those
+    x_S' and the value to the range of those m_S'; checked against np.polyfit."""
     r, g, o = _rest_batch(40, 8, seed=0)
     predicted, fitted = rest_prediction(r, g, o)
     means = {(gi, oi): r[(g == gi) & (o == oi)].mean() for gi, oi in set(zip(g, o))}
@@ -679,8 +680,10 @@ def test_rest_prediction_is_the_line_fitted_on_the_other_groups():
         points = [(rests[k], means[k]) for k in rests if k[1] == o[i] and k[0] != g[i]]
         assert fitted[i] == (key in rests and len(points) >= MIN_REST_FIT)
         if fitted[i]:
-            beta, alpha = np.polyfit(*zip(*points), 1)
-            assert predicted[i] == pytest.approx(alpha + beta * rests[key], abs=1e-9)
+            xs, ys = zip(*points)
+            beta, alpha = np.polyfit(xs, ys, 1)
+            line = alpha + beta * np.clip(rests[key], min(xs), max(xs))
+            assert predicted[i] == pytest.approx(np.clip(line, min(ys), max(ys)), abs=1e-9)
             checked += 1
     assert checked > 20
 
@@ -710,9 +713,13 @@ def test_ocb_eb_toward_rest_recovers_strata_on_a_line_and_keeps_the_validity_bou
     x = np.array([r[(g == gi) & (o == 0)].mean() if np.any((g == gi) & (o == 0)) else 0.0 for gi in g])
     exact = np.where(o == 1, 0.5 - x, r)
     predicted, fitted = rest_prediction(exact, g, o)
-    right = fitted & (o == 1)
+    x_right = {gi: x[g == gi][0] for gi in set(g[fitted & (o == 1)])}
+    ends = [min(x_right, key=x_right.get), max(x_right, key=x_right.get)]  # clamped to the others' x range
+    right = fitted & (o == 1) & ~np.isin(g, ends)
     assert right.sum() > 100
     np.testing.assert_allclose(predicted[right], exact[right], atol=1e-9)
+    lowest = (g == ends[0]) & (o == 1)  # below every other x: the line's value at the others' lowest x
+    np.testing.assert_allclose(predicted[lowest], 0.5 - sorted(x_right.values())[1], atol=1e-9)
 
 
 def test_ocb_eb_toward_rest_falls_back_to_the_group_mean_without_a_line():
@@ -740,14 +747,17 @@ def test_ocb_eb_toward_rest_falls_back_to_the_group_mean_without_a_line():
 @given(sizes=st.lists(st.integers(1, 9), min_size=1, max_size=40), values=st.integers(1, 3),
        seed=st.integers(0, 2**32 - 1))
 def test_ocb_eb_toward_rest_is_finite_and_shift_equivariant_on_any_batch(sizes, values, seed):
-    """For any batch: b is finite; shifting every reward by a constant shifts b by it (the line's
-    intercept absorbs it); where no line is fitted b equals plain ocb_eb."""
+    """For any batch: b is finite and within the batch's reward range (the target is clamped to the
+    values the line was fitted on); shifting every reward by a constant shifts b by it (the line's
+    intercept absorbs it); where no line is fitted b equals plain ocb_eb; raw outcome ids (a
+    negative one, as MALFORMED_OUTCOME) give what their dense ids give."""
     rng = np.random.default_rng(seed)
     g = np.repeat(np.arange(len(sizes)), sizes)
     o = rng.integers(0, values, len(g))
     r = np.round(rng.normal(size=len(g)) * rng.uniform(0.01, 5), 4)
     b = ocb_eb(r, g, o, toward="rest")
-    assert np.all(np.isfinite(b))
+    assert np.all(np.isfinite(b)) and np.all((b >= r.min() - 1e-9) & (b <= r.max() + 1e-9))
     np.testing.assert_allclose(ocb_eb(r + 3.0, g, o, toward="rest"), b + 3.0, atol=1e-7)
+    np.testing.assert_array_equal(rest_prediction(r, g, 2 * o - 1)[0], rest_prediction(r, g, o)[0])
     fitted = rest_prediction(r, g, o)[1]
     np.testing.assert_allclose(b[~fitted], ocb_eb(r, g, o)[~fitted], atol=1e-12)

@@ -247,8 +247,9 @@ def test_the_offsets_prior_is_the_two_way_fit_of_the_other_groups():
 def test_the_library_s_rest_target_is_the_judged_eb_rest_where_a_line_has_enough_strata():
     """bae's ocb_eb(pretest=0.05, toward="rest") is the eb_rest of benchmarks/outcome_priors.py (the
     estimator frozen before the draw that judged it) wherever each outcome has at least
-    MIN_REST_FIT strata in the other groups; with fewer (the script fits from 4) the library keeps
-    the group mean, i.e. plain ocb_eb."""
+    MIN_REST_FIT strata in the other groups and the row's x and predicted value lie within the
+    ranges of the points its line was fitted on (bae clamps to them; the script does not); with
+    fewer strata (the script fits from 4) bae keeps the group mean, i.e. plain ocb_eb."""
     import numpy as np
 
     from bae.advantages import MIN_REST_FIT, ocb_eb, rest_prediction
@@ -259,9 +260,25 @@ def test_the_library_s_rest_target_is_the_judged_eb_rest_where_a_line_has_enough
         group = np.repeat(np.arange(groups), 8)
         outcome = (rng.random(len(group)) < rng.uniform(0.05, 0.95, groups)[group]).astype(int)
         r = -(np.clip(rng.uniform(0, 1, groups)[group] + rng.normal(0, 0.2, len(group)), 0, 1) - outcome) ** 2
-        assert rest_prediction(r, group, outcome)[1].mean() > 0.5
-        np.testing.assert_allclose(ocb_eb(r, group, outcome, pretest=0.05, toward="rest"),
-                                   priors.eb_rest(r, group, outcome), rtol=1e-12, atol=1e-12)
+        ids, s_mean, prior, _, fitted = priors._rest_fit(r, group, outcome)
+        points = {}  # (group, outcome) -> (x, m_S) of each stratum with an x
+        for g, o in set(zip(group, outcome)):
+            inside, outside = (group == g) & (outcome == o), (group == g) & (outcome != o)
+            if outside.any():
+                points[g, o] = (r[outside].mean(), r[inside].mean())
+        inner = np.zeros(len(r), dtype=bool)
+        for i in range(len(r)):
+            others = [p for (g, o), p in points.items() if o == outcome[i] and g != group[i]]
+            if (group[i], outcome[i]) in points and others:
+                xs, ys = zip(*others)
+                x = points[group[i], outcome[i]][0]
+                inner[i] = min(xs) < x < max(xs) and min(ys) < prior[ids[i]] < max(ys)
+        predicted, bae_fitted = rest_prediction(r, group, outcome)
+        np.testing.assert_array_equal(bae_fitted, fitted[ids])
+        assert (inner & bae_fitted).mean() > 0.5
+        np.testing.assert_allclose(predicted[inner], prior[ids][inner], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(ocb_eb(r, group, outcome, pretest=0.05, toward="rest")[inner],
+                                   priors.eb_rest(r, group, outcome)[inner], rtol=1e-9, atol=1e-12)
     few = group < MIN_REST_FIT // 2 + 2  # about 10 groups: the script fits lines, the library does not
     r, group, outcome = r[few], group[few], outcome[few]
     np.testing.assert_allclose(ocb_eb(r, group, outcome, pretest=0.05, toward="rest"),
