@@ -369,7 +369,8 @@ def rest_prediction(r: np.ndarray, group: np.ndarray, outcome: np.ndarray) -> tu
 @register_baseline("ocb_eb", needs_outcomes=True, check=_check_eb, stateful=True)
 def ocb_eb(r, group, outcome, *, pool: str = "others", pretest: float | None = None, history: int = 0,
            toward: str = "group_mean", state: dict | None = None):
-    """OCB shrunk toward the group mean by a strength estimated from the batch (empirical Bayes):
+    """OCB shrunk toward the group mean (or, with toward="rest", a prediction of the stratum's value:
+    below) by a strength estimated from the batch (empirical Bayes):
 
         b_i = lam_i * m_S(i) + (1 - lam_i) * m_g(i),    lam_i = tau2 |S(i)| / (tau2 |S(i)| + sigma2),
 
@@ -441,8 +442,7 @@ def ocb_eb(r, group, outcome, *, pool: str = "others", pretest: float | None = N
     than MIN_REST_FIT strata of the outcome with an x in the other groups; x that do not spread; a
     fit that is not finite) the target is the group mean. The line is fitted on this batch alone
     (history pools only lam's sums), so in batches of MIN_REST_FIT groups or fewer it is plain
-    ocb_eb. Measured in
-    benchmarks/RESULTS.md ("The rest of the group as the target").
+    ocb_eb. Measured in benchmarks/RESULTS.md ("The rest of the group as the target").
     """
     _check_eb(pool, pretest, history, toward)
     lam = eb_weights(r, group, outcome, pool, pretest, history, state)

@@ -1,12 +1,12 @@
-"""Two shrinkage targets other than ocb_eb's group mean, tried on `bae fidelity` draws (issue 15, part 1).
+"""Shrinkage targets other than ocb_eb's group mean, tried on `bae fidelity` draws (issue 15, part 1).
 
     python benchmarks/outcome_priors.py runs/fidelity_pre512/s0/metrics.json [more metrics.json ...]
 
 ocb_eb shrinks a stratum's mean m_S toward its group's mean m_g: b = lam m_S + (1 - lam) m_g. A
 stratum of one in a group of 32 then borrows from 31 rows of the other outcome, so its weight
-1 - lam has to stay small (about 0.12 on the checkpoints). Both candidates below replace m_g by a
-prediction of the stratum's own value, fitted on the other groups of the batch, and estimate lam
-around that prediction (empirical Bayes: lam = tau2 n_s / (tau2 n_s + sigma2), tau2 the spread of
+1 - lam has to stay small (about 0.12 on the checkpoints). The first two candidates below replace
+m_g by a prediction of the stratum's own value, fitted on the other groups of the batch, and
+estimate lam around that prediction (empirical Bayes: lam = tau2 n_s / (tau2 n_s + sigma2), tau2 the spread of
 the strata's true values around the prediction, sigma2 the within-stratum noise):
 
 - offsets: the two-way model r_j = a_g + c_o + u_(g,o) + e_j. The outcome offsets c are the least
@@ -25,15 +25,17 @@ the strata's true values around the prediction, sigma2 the within-stratum noise)
   place of the group mean (the group mean where rest has none): the two above showed rest's target
   helping strata of one and its lam hurting large strata.
 
-Both are as valid as OCB in its own sense: the fitted parameters come from other groups only and
+All three are as valid as OCB in its own sense: the fitted parameters come from other groups only and
 x_s from the rest of the row's group, so b_i's weight on r_i is lam / |S(i)| <= 1 / |S(i)|.
 
 Printed per run and G: the difference of RMSE from ocb in the small strata (one or two members)
 with its paired bootstrap se ('*': below zero by more than two se, the target's "strictly
 below"), and y / N per correct and incorrect stratum: within one se of the better of ocb and
 group_mean. Recomputed from the run's samples.jsonl as benchmarks/baselines_fidelity.py does
-(which checks ocb, group_mean and ocb_eb against metrics.json). Neither candidate is part of bae:
-benchmarks/RESULTS.md ("Two other shrinkage targets") records why.
+(which checks ocb, group_mean and ocb_eb against metrics.json). offsets and rest are not part of
+bae (benchmarks/RESULTS.md, "Two other shrinkage targets", records why); eb_rest, as frozen here
+before the draw that judged it (commit 6b5acb0), is bae's ocb_eb(pretest=0.05, toward="rest") but
+for bae's floor of 16 strata per line and its clamps ("The rest of the group as the target").
 """
 
 from __future__ import annotations
