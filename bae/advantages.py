@@ -227,26 +227,9 @@ def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str 
     if history and state is None:
         raise ValueError(f"ocb_eb: history={history} pools over earlier batches, so it needs their sums: pass the "
                          "same dict as blockwise_advantages(state=...) at every step (the engines keep one per run)")
-    n = len(r)
-    if n == 0:
+    if len(r) == 0:
         return np.zeros(0)
-    num_g = int(group.max()) + 1
-    ids, _ = strata(group, outcome)
-    num_s = int(ids.max()) + 1
-    s_group = np.zeros(num_s, np.int64)
-    s_group[ids] = group  # the group of each stratum
-    s_n = np.bincount(ids, minlength=num_s).astype(np.float64)  # [S] n_s
-    s_mean = np.bincount(ids, weights=r, minlength=num_s) / s_n  # [S]
-    g_n = np.bincount(group, minlength=num_g).astype(np.float64)  # [G] n_g
-    g_mean = np.bincount(group, weights=r, minlength=num_g) / g_n  # [G]
-    # per group: within SS and df, between SS and df, and the tau2 coefficient D_g = n_g - sum_s n_s^2 / n_g
-    ssw = np.bincount(group, weights=(r - s_mean[ids]) ** 2, minlength=num_g)
-    dfw = g_n - np.bincount(s_group, minlength=num_g)
-    ssb = np.bincount(s_group, weights=s_n * (s_mean - g_mean[s_group]) ** 2, minlength=num_g)
-    dfb = np.bincount(s_group, minlength=num_g) - 1.0
-    d = g_n - np.bincount(s_group, weights=s_n * s_n, minlength=num_g) / g_n
-    mixed = (dfb > 0).astype(np.float64)  # groups of two strata or more: the only ones with d > 0
-    parts = np.stack([ssw, dfw, ssb, dfb, d, mixed])  # [6, G]
+    ids, s_n, parts = anova_sums(r, group, outcome)
     total = parts.sum(axis=1, keepdims=True)  # [6, 1]
     pooled = total - parts if pool == "others" else np.broadcast_to(total, parts.shape)  # [6, G]
     if history:
@@ -257,15 +240,50 @@ def eb_weights(r: np.ndarray, group: np.ndarray, outcome: np.ndarray, pool: str 
         if np.all(np.isfinite(total)):  # rewards near the float limit overflow SS: such a batch is not kept
             window.append(total[:, 0].tolist())  # plain floats (and string keys above): JSON-safe
         del window[: max(len(window) - history, 0)]
+    return pooled_weights(pooled, group, ids, s_n, pretest)
+
+
+def anova_sums(r: np.ndarray, group: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(stratum id of each row [N], n_s of each stratum [S], the per-group sums of ocb_eb's one-way
+    ANOVA [6, G]: within SS and its df, between SS and its df, the tau2 coefficient
+    D_g = n_g - sum_s n_s^2 / n_g, and 1 for a group of two strata or more)."""
+    num_g = int(group.max()) + 1
+    ids, _ = strata(group, outcome)
+    num_s = int(ids.max()) + 1
+    s_group = np.zeros(num_s, np.int64)
+    s_group[ids] = group  # the group of each stratum
+    s_n = np.bincount(ids, minlength=num_s).astype(np.float64)  # [S] n_s
+    s_mean = np.bincount(ids, weights=r, minlength=num_s) / s_n  # [S]
+    g_n = np.bincount(group, minlength=num_g).astype(np.float64)  # [G] n_g
+    g_mean = np.bincount(group, weights=r, minlength=num_g) / g_n  # [G]
+    ssw = np.bincount(group, weights=(r - s_mean[ids]) ** 2, minlength=num_g)
+    dfw = g_n - np.bincount(s_group, minlength=num_g)
+    ssb = np.bincount(s_group, weights=s_n * (s_mean - g_mean[s_group]) ** 2, minlength=num_g)
+    dfb = np.bincount(s_group, minlength=num_g) - 1.0
+    d = g_n - np.bincount(s_group, weights=s_n * s_n, minlength=num_g) / g_n
+    mixed = (dfb > 0).astype(np.float64)  # groups of two strata or more: the only ones with d > 0
+    return ids, s_n, np.stack([ssw, dfw, ssb, dfb, d, mixed])
+
+
+def pooled_weights(pooled: np.ndarray, group: np.ndarray, ids: np.ndarray, s_n: np.ndarray,
+                   pretest: float | None = None) -> np.ndarray:
+    """[N] lam = tau2 n_s / (tau2 n_s + sigma2) from the pooled ANOVA sums [6, G] of each row's group
+    (anova_sums' order), with pretest = alpha as in ocb_eb; 1 where sigma2 or tau2 cannot be
+    estimated or sigma2 = 0."""
     ssw_p, dfw_p, ssb_p, dfb_p, d_p, mixed_p = np.maximum(pooled, 0.0)  # rounding in total - own: never < 0
     # dfw_p and mixed_p are counts (exact in float64): 0 exactly when the pool has no such stratum / group
     sigma2 = np.where(dfw_p > 0, ssw_p / np.maximum(dfw_p, 1.0), np.nan)  # [G]
     tau2 = np.where(mixed_p > 0, np.maximum(ssb_p - sigma2 * dfb_p, 0.0) / np.where(mixed_p > 0, d_p, 1.0), np.nan)  # [G]
     if pretest is not None:
         tau2 = np.where(_strata_differ(ssb_p, dfb_p, sigma2, dfw_p, pretest) | np.isnan(tau2), tau2, 0.0)
-    sig, tau, ns = sigma2[group], tau2[group], s_n[ids]  # [N]
-    known = np.isfinite(sig) & np.isfinite(tau) & (sig > 0)
-    return np.where(known, tau * ns / np.where(known, tau * ns + sig, 1.0), 1.0)
+    return shrink_weight(tau2[group], sigma2[group], s_n[ids])
+
+
+def shrink_weight(tau2: np.ndarray, sigma2: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The posterior weight of a mean of n noisy values: tau2 n / (tau2 n + sigma2); 1 (the mean
+    itself) where tau2 or sigma2 is not finite or sigma2 = 0."""
+    known = np.isfinite(sigma2) & np.isfinite(tau2) & (sigma2 > 0)
+    return np.where(known, tau2 * n / np.where(known, tau2 * n + sigma2, 1.0), 1.0)
 
 
 def _eb_window(state: Any) -> list:
@@ -348,16 +366,16 @@ def rest_prediction(r: np.ndarray, group: np.ndarray, outcome: np.ndarray) -> tu
         x = np.where(has_x, (g_sum[s_group] - s_sum) / np.maximum(rest_n, 1.0), 0.0)  # [S]
         y = s_sum / s_n
         w = has_x.astype(np.float64)
-        sums = np.zeros((5, num_g, num_o))  # per (group, outcome): count, sum x, sum y, sum x^2, sum x y
-        for k, v in enumerate((w, w * x, w * y, w * x * x, w * x * y)):
-            np.add.at(sums[k], (s_group, s_out), v)
+        cell = (s_group, s_out)  # [G, O] -> [S]: one stratum per cell at most
+        sums = np.zeros((5, num_g, num_o))  # per (group, outcome): count, x, y, x^2, x y of its stratum
+        sums[:, s_group, s_out] = np.stack((w, w * x, w * y, w * x * x, w * x * y))
         m, sx, sy, sxx, sxy = sums.sum(axis=1, keepdims=True) - sums  # each [G, O]: the other groups'
         det = m * sxx - sx * sx  # m^2 var(x): > 0 when the x spread
         beta = (m * sxy - sx * sy) / det
         alpha = (sy - beta * sx) / m
         xs, ys = np.full((2, num_g, num_o), np.nan)
         xs[s_group[has_x], s_out[has_x]], ys[s_group[has_x], s_out[has_x]] = x[has_x], y[has_x]
-        cell = (s_group, s_out)  # [G, O] -> [S]: the ranges of the points the line was fitted on
+        # the ranges of the points the line was fitted on
         x_low, x_high = _min_of_others(xs)[cell], -_min_of_others(-xs)[cell]
         y_low, y_high = _min_of_others(ys)[cell], -_min_of_others(-ys)[cell]
         pred = np.clip(alpha[cell] + beta[cell] * np.clip(x, x_low, x_high), y_low, y_high) + shift  # [S]

@@ -48,7 +48,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines_fidelity import recomputed  # noqa: E402
 
-from bae.advantages import _strata_differ, eb_weights, register_baseline, strata  # noqa: E402
+from bae.advantages import (anova_sums, eb_weights, pooled_weights, register_baseline, shrink_weight,  # noqa: E402
+                            strata)
 
 
 def _by_group_outcome(values: np.ndarray, s_group: np.ndarray, s_out: np.ndarray, shape: tuple) -> np.ndarray:
@@ -76,38 +77,23 @@ def _layout(r, group, outcome):
     return num_g, num_k, ids, s_group, s_out, s_n, s_sum, g_n, g_sum
 
 
-def _eb_lambda(tau2, sigma2, n_s):
-    known = np.isfinite(tau2) & np.isfinite(sigma2) & (sigma2 > 0)
-    return np.where(known, tau2 * n_s / np.where(known, tau2 * n_s + sigma2, 1.0), 1.0)
-
-
 def offsets(r, group, outcome, *, pretest: float | None = 0.05):
     """ocb_eb (pool "others", its F pretest at `pretest`) around the additive prior (module docstring)."""
     if len(r) == 0:
         return np.zeros(0)
     num_g, num_k, ids, s_group, s_out, s_n, s_sum, g_n, g_sum = _layout(r, group, outcome)
     s_mean, g_mean = s_sum / s_n, g_sum / g_n
-    ssw = np.bincount(group, weights=(r - s_mean[ids]) ** 2, minlength=num_g)
-    dfw = g_n - np.bincount(s_group, minlength=num_g)
-    ssb = np.bincount(s_group, weights=s_n * (s_mean - g_mean[s_group]) ** 2, minlength=num_g)
-    dfb = np.bincount(s_group, minlength=num_g) - 1.0
-    d = g_n - np.bincount(s_group, weights=s_n * s_n, minlength=num_g) / g_n
-    mixed = (dfb > 0).astype(np.float64)
     counts = _by_group_outcome(s_n, s_group, s_out, (num_g, num_k))  # [G, K]
     sums = _by_group_outcome(s_sum, s_group, s_out, (num_g, num_k))
     c_mat = np.eye(num_k) * counts[:, :, None] - counts[:, :, None] * counts[:, None, :] / g_n[:, None, None]
     q = sums - counts * g_mean[:, None]
     c_o, q_o = _others(c_mat), _others(q)  # [G, K, K], [G, K]
     offset = np.einsum("gkl,gl->gk", np.linalg.pinv(c_o, rcond=1e-10, hermitian=True), q_o)  # [G, K]
-    pooled = _others(np.stack([ssw, dfw, ssb, dfb, d, mixed], axis=1))  # [G, 6]
-    pooled[:, 2] -= np.einsum("gk,gk->g", q_o, offset)  # the two-way fit's residual
-    pooled[:, 3] -= np.linalg.matrix_rank(c_o, hermitian=True)
-    ssw_p, dfw_p, ssb_p, dfb_p, d_p, mixed_p = np.maximum(pooled, 0.0).T
-    sigma2 = np.where(dfw_p > 0, ssw_p / np.maximum(dfw_p, 1.0), np.nan)
-    tau2 = np.where(mixed_p > 0, np.maximum(ssb_p - sigma2 * dfb_p, 0.0) / np.where(mixed_p > 0, d_p, 1.0), np.nan)
-    if pretest is not None:
-        tau2 = np.where(_strata_differ(ssb_p, dfb_p, sigma2, dfw_p, pretest) | np.isnan(tau2), tau2, 0.0)
-    lam = _eb_lambda(tau2[group], sigma2[group], s_n[ids])
+    _, _, parts = anova_sums(r, group, outcome)  # ocb_eb's one-way sums [6, G]
+    pooled = _others(parts.T).T  # the other groups'
+    pooled[2] -= np.einsum("gk,gk->g", q_o, offset)  # the two-way fit's residual
+    pooled[3] -= np.linalg.matrix_rank(c_o, hermitian=True)
+    lam = pooled_weights(pooled, group, ids, s_n, pretest)
     share = counts / g_n[:, None]
     prior = g_mean[group] + offset[group, outcome] - np.einsum("gk,gk->g", share, offset)[group]
     return lam * s_mean[ids] + (1.0 - lam) * prior
@@ -133,7 +119,7 @@ def _rest_fit(r, group, outcome):
     sigma2 = np.where(dfw > 0, ssw / np.maximum(dfw, 1.0), np.nan)
     tau2 = np.where(ok, np.maximum(rss / np.maximum(m - 2, 1.0) - sigma2 * inv_n / np.maximum(m, 1.0), 0.0), np.nan)
     prior = alpha[s_group, s_out] + beta[s_group, s_out] * x
-    lam = np.where(rest_n > 0, _eb_lambda(tau2[s_group, s_out], sigma2[s_group, s_out], s_n), 1.0)
+    lam = np.where(rest_n > 0, shrink_weight(tau2[s_group, s_out], sigma2[s_group, s_out], s_n), 1.0)
     return ids, s_mean, prior, lam, (rest_n > 0) & ok[s_group, s_out]
 
 
