@@ -45,6 +45,9 @@ def main(out: Path) -> None:
     assert trainer.accelerator.num_processes == 2 and trainer.accelerator.process_index == rank
     torch.save({"script_log": trainer.script_log, "seen": seen, "loss_type": trainer.loss_type},
                out / f"rank{rank}.pt")
+    # without it gloo's worker threads can outlive the interpreter's teardown and abort the process
+    # (SIGABRT, "terminate called without an active exception"; pytorch/pytorch#190489)
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":
