@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Optional
 
@@ -158,6 +159,8 @@ def train(
         result = run_training(cfg, resume=resume)
     except ValueError as err:
         raise fail(err) from None
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun / accelerate launch the main process reports
     for warning in result.get("warnings", []):
         warn(f"final evaluation: {warning}")
     shown = ("accuracy", "auroc", "ece", "brier") + (("abstain_rate",) if cfg.task.build().config.abstain else ())

@@ -60,9 +60,39 @@ def resolve_model(model: str, folder: str | Path, task: Any, *, levels: tuple[in
 
 def train(config: Any, resume: bool = False) -> dict:
     """`bae train`: bae.runs.train.train, with "tiny" resolved into output_dir/warm_start first."""
-    from bae.runs.train import train as run
+    from bae.runs.train import grpo_args, train as run
 
     task = config.task.build()
-    policy = resolve_model(config.model, Path(config.output_dir) / "warm_start", task,
-                           levels=config.data.levels, seed=config.seed)
+    folder = Path(config.output_dir) / "warm_start"
+    args = grpo_args(config)
+    if config.model == TINY and args.world_size > 1:
+        # under torchrun / accelerate launch the main process warm-starts, in a process of its own
+        # (in this one its SFTTrainer would join the run's process group and split the data); the
+        # others wait, then find the folder and reuse it
+        with args.main_process_first(local=False, desc="warm start"):
+            if args.process_index == 0 and not (folder / "config.json").is_file():
+                _warm_start_alone(config, folder)
+    policy = resolve_model(config.model, folder, task, levels=config.data.levels, seed=config.seed)
     return run(config, resume=resume, policy=policy)
+
+
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                      "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _warm_start_alone(config: Any, folder: Path) -> None:
+    """resolve_model(config's "tiny") in a child process without the launcher's variables: the same
+    warm start as a one-process `bae train` gives."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in LAUNCHER_VARIABLES and not k.startswith(("TORCHELASTIC_", "ACCELERATE_"))}
+    code = ("import sys; from bae.runs.config import TrainConfig; from bae.embedded import resolve_model; "
+            "c = TrainConfig.model_validate_json(sys.stdin.read()); "
+            "resolve_model(c.model, sys.argv[1], c.task.build(), levels=c.data.levels, seed=c.seed)")
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], input=config.model_dump_json(), text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"the warm start of the tiny policy into {folder} failed (exit {done.returncode}; "
+                           "its error is printed above)")

@@ -233,6 +233,17 @@ def _columns(dataset: Any) -> list[str] | None:
     return None if columns is None else list(columns)
 
 
+def _restore_to_indexed_cpu() -> None:
+    """Teach torch.load the location "cpu:0". On several processes transformers loads the optimizer
+    state with map_location=args.device, which on CPU is torch.device("cpu", 0), a location torch's
+    own restore functions refuse ("don't know how to restore data location ... cpu:0"): without
+    this a multi-process CPU run cannot resume. A CPU storage is already where "cpu:N" means."""
+    if not getattr(_restore_to_indexed_cpu, "done", False):
+        torch.serialization.register_package(
+            11, lambda obj: None, lambda storage, location: storage if location.startswith("cpu:") else None)
+        _restore_to_indexed_cpu.done = True
+
+
 class BlockwiseGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with per-block advantages from a task (see the module docstring).
 
@@ -453,6 +464,8 @@ class BlockwiseGRPOTrainer(GRPOTrainer):
             atomic_write_text(os.path.join(folder, BASELINE_STATE_FILE), json.dumps(self.baseline_state))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
+        if checkpoint is not None and self.args.world_size > 1 and self.args.device.type == "cpu":
+            _restore_to_indexed_cpu()
         super()._load_optimizer_and_scheduler(checkpoint)
         path = os.path.join(checkpoint, BASELINE_STATE_FILE) if checkpoint is not None else None
         if path is not None and os.path.isfile(path):

@@ -161,14 +161,19 @@ def _eval_callback(config: TrainConfig, task, held_out: list[dict], tokenizer):
     class Callback(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if config.eval.every and state.global_step % config.eval.every == 0 and state.global_step < state.max_steps:
-                evaluate_policy(config, task, held_out, model, tokenizer, f"step-{state.global_step}")
+                evaluate_policy(config, task, held_out, model, tokenizer, f"step-{state.global_step}",
+                                write=state.is_world_process_zero)
 
     return Callback()
 
 
-def evaluate_policy(config: TrainConfig, task, held_out: list[dict], model, tokenizer, name: str) -> dict:
+def evaluate_policy(config: TrainConfig, task, held_out: list[dict], model, tokenizer, name: str,
+                    write: bool = True) -> dict:
     """Sample eval.n completions per held-out prompt and write output_dir/eval/<name>/: the report
-    of bae eval and the sampled generations.jsonl (so the evaluation can be scored again)."""
+    of bae eval and the sampled generations.jsonl (so the evaluation can be scored again).
+
+    Under several processes every one samples (with ZeRO-3 each forward pass needs all of them) and
+    only the main one writes (`write`)."""
     from bae.evaluation import evaluate_generations, write_generations
     from bae.evaluation.sampling import sample_rows
 
@@ -176,20 +181,35 @@ def evaluate_policy(config: TrainConfig, task, held_out: list[dict], model, toke
                        temperature=config.eval.temperature, max_new_tokens=config.max_completion_length,
                        seed=config.seed, progress=False)
     folder = Path(config.output_dir) / "eval" / name
-    write_generations(rows, folder / "generations.jsonl")
-    return evaluate_generations(rows, task, folder, bootstrap=config.eval.bootstrap, seed=config.seed)
+    if write:
+        write_generations(rows, folder / "generations.jsonl")
+    return evaluate_generations(rows, task, folder if write else None, bootstrap=config.eval.bootstrap, seed=config.seed)
 
 
 def _save_atomically(trainer, task, folder: Path) -> None:
-    """The trained policy, its tokenizer and its task record (bae.tasks.RECORD), as one folder."""
-    from bae import tasks
-    from bae.io import replace_dir, temporary_dir_for
+    """The trained policy, its tokenizer and its task record (bae.tasks.RECORD), as one folder.
 
-    tmp = temporary_dir_for(folder)
-    trainer.save_model(str(tmp))
-    trainer.processing_class.save_pretrained(str(tmp))
-    tasks.save_record(task, tmp)
-    replace_dir(tmp, folder)
+    Every process calls save_model (ZeRO-3 gathers the weights from all of them) on the same
+    staging folder; only the main process writes the rest and swaps it in, after the others are done,
+    so another process can never swap in a folder without the weights."""
+    import shutil
+
+    from bae import tasks
+    from bae.io import replace_dir
+
+    accelerator = trainer.accelerator
+    staging = folder.parent / f".{folder.name}.saving"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(str(staging))
+        tasks.save_record(task, staging)
+        replace_dir(staging, folder)
+    accelerator.wait_for_everyone()
 
 
 def _resume_point(config: TrainConfig, out: Path) -> str:
@@ -256,33 +276,37 @@ def train(config: TrainConfig, resume: bool = False, policy: str | None = None) 
     from bae import tasks
     from bae.engines.trl import BlockwiseGRPOTrainer
 
-    out = Path(config.output_dir)
-    if not resume and (out / "log.jsonl").exists():
-        raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another output_dir")
-    checkpoint = None
-    if resume:
-        if (out / "final" / "config.json").is_file():
-            return _finished(config, out)
-        checkpoint = _resume_point(config, out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", config.model_dump_json(indent=2))
+    args = grpo_args(config)
+    # the main process first (the others wait): it removes the skipped checkpoints, writes
+    # config.json, downloads the data and the model; the others then find that done
+    with args.main_process_first(local=False, desc="bae train setup"):
+        out = Path(config.output_dir)
+        if not resume and (out / "log.jsonl").exists():
+            raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another output_dir")
+        checkpoint = None
+        if resume:
+            if (out / "final" / "config.json").is_file():
+                return _finished(config, out)
+            checkpoint = _resume_point(config, out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", config.model_dump_json(indent=2))
 
-    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars on every load and save
-    task = config.task.build()
-    train_rows, held_out = load_prompts(config)
-    policy = policy or config.model
-    if policy == "tiny":
-        raise ValueError("model 'tiny' is the embedded policy: run bae.embedded.train(config) (as `bae train` does), "
-                         "which warm-starts it first")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(policy)
-        model = AutoModelForCausalLM.from_pretrained(policy)
-    except (OSError, ValueError) as err:  # no such folder or hub id, offline, not a model: say so in one line
-        raise ValueError(f"model {policy!r} cannot be loaded (neither a folder holding a saved model nor a reachable "
-                         f"hub id): {' '.join(str(err).split())[:300]}") from None
+        hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars on every load and save
+        task = config.task.build()
+        train_rows, held_out = load_prompts(config)
+        policy = policy or config.model
+        if policy == "tiny":
+            raise ValueError("model 'tiny' is the embedded policy: run bae.embedded.train(config) (as `bae train` does), "
+                             "which warm-starts it first")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(policy)
+            model = AutoModelForCausalLM.from_pretrained(policy)
+        except (OSError, ValueError) as err:  # no such folder or hub id, offline, not a model: say so in one line
+            raise ValueError(f"model {policy!r} cannot be loaded (neither a folder holding a saved model nor a reachable "
+                             f"hub id): {' '.join(str(err).split())[:300]}") from None
     dataset = Dataset.from_list([{"prompt": task.format_prompt(r["problem"]), "answer": r["answer"]} for r in train_rows])
     trainer = BlockwiseGRPOTrainer(
-        model, task, grpo_args(config), dataset, tokenizer, method=config.method, baseline=config.baseline,
+        model, task, args, dataset, tokenizer, method=config.method, baseline=config.baseline,
         baseline_options=config.baseline_options, scale=config.scale,
         callbacks=[marker_callback(), _progress_callback(config, task), _eval_callback(config, task, held_out, tokenizer)],
     )
@@ -290,4 +314,9 @@ def train(config: TrainConfig, resume: bool = False, policy: str | None = None) 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress bar shows them
     trainer.train(resume_from_checkpoint=checkpoint)
     _save_atomically(trainer, task, out / "final")
-    return evaluate_policy(config, task, held_out, trainer.model, tokenizer, "final")
+    metrics = evaluate_policy(config, task, held_out, trainer.model, tokenizer, "final",
+                              write=trainer.accelerator.is_main_process)
+    trainer.accelerator.wait_for_everyone()  # the report is on disk before any process returns
+    # gloo's threads outliving the interpreter abort the process at exit (pytorch/pytorch#190489)
+    trainer.accelerator.end_training()
+    return metrics
