@@ -85,8 +85,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     task = tasks.get("arithmetic", system_prompt="")  # the tiny policy's format: no system prompt
-    folder = resolve_model(args.model, tempfile.mkdtemp(prefix="bae-step-"), task)
-    policy, tokenizer = load_transformers(folder)
+    with tempfile.TemporaryDirectory(prefix="bae-step-") as scratch:  # "tiny" is warm-started here, then loaded
+        policy, tokenizer = load_transformers(resolve_model(args.model, scratch, task))
     policy.train()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=0.0)
     problems = arithmetic.generate(args.steps * args.prompts, seed=args.seed, levels=(1, 2))
