@@ -115,3 +115,35 @@ def test_resume_on_two_processes_skips_an_unmarked_checkpoint_once(two_process_r
     resumed, uninterrupted = load_file(copy / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
     assert all((resumed[k] == uninterrupted[k]).all() for k in uninterrupted)
     assert [r["warm_start_alone"] + r["warm_start"] for r in calls(tmp_path / "calls")] == [0, 0]  # warm_start/ reused
+
+
+def test_resume_of_a_finished_run_evaluates_on_every_rank_and_writes_once(two_process_run, tmp_path):
+    """A finished run whose final evaluation is missing: --resume on two processes trains nothing,
+    both ranks sample (ZeRO-3 needs every rank in generate), the main one alone writes the report."""
+    config, run, _, _ = two_process_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "eval")
+    moved = tmp_path / "config.yaml"
+    moved.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "output_dir": str(copy)}))
+    result = torchrun(moved, tmp_path / "calls", "--resume")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [r["write_generations"] for r in calls(tmp_path / "calls")] == [1, 0]
+    assert [r["final_save"] for r in calls(tmp_path / "calls")] == [0, 0]  # nothing trained, final/ kept
+    assert (copy / "eval" / "final" / "metrics.json").is_file()
+    assert result.stdout.count("final evaluation:") == 1
+
+
+def test_a_failed_warm_start_is_one_line_on_each_rank(tmp_path):
+    """model tiny with a task the warm start cannot teach (boxed): the main process's child fails;
+    rank 0 says why in one line (the child's own error), rank 1 that the warm start is missing."""
+    config = {"model": "tiny", "task": {"name": "boxed"}, "group_size": 4, "batch_size": 8, "steps": 1,
+              "output_dir": str(tmp_path / "run")}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = torchrun(path, tmp_path / "calls")
+    assert result.returncode != 0
+    lines = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert len(lines) == 2, result.stdout
+    assert any("warm start of the tiny policy" in line and "block formats only" in line for line in lines)
+    assert any("the main process did not warm-start it" in line for line in lines)

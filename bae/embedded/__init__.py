@@ -13,6 +13,7 @@ turns the name into that folder; every other layer takes a model folder or a hub
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +65,16 @@ def train(config: Any, resume: bool = False) -> dict:
 
     task = config.task.build()
     folder = Path(config.output_dir) / "warm_start"
-    args = grpo_args(config)
-    if config.model == TINY and args.world_size > 1:
+    if config.model == TINY and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # under torchrun / accelerate launch the main process warm-starts, in a process of its own
-        # (in this one its SFTTrainer would join the run's process group and split the data); the
-        # others wait, then find the folder and reuse it
+        # (in this one its SFTTrainer would join the run's process group and split the data, and
+        # under DeepSpeed the run's ZeRO-3 would shard it); the others wait, then reuse the folder
+        args = grpo_args(config)
         with args.main_process_first(local=False, desc="warm start"):
             if args.process_index == 0 and not (folder / "config.json").is_file():
                 _warm_start_alone(config, folder)
+        if not (folder / "config.json").is_file():  # the main process failed and said why
+            raise ValueError(f"model 'tiny': the main process did not warm-start it into {folder}")
     policy = resolve_model(config.model, folder, task, levels=config.data.levels, seed=config.seed)
     return run(config, resume=resume, policy=policy)
 
@@ -81,9 +84,10 @@ LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "G
 
 
 def _warm_start_alone(config: Any, folder: Path) -> None:
-    """resolve_model(config's "tiny") in a child process without the launcher's variables: the same
-    warm start as a one-process `bae train` gives."""
-    import os
+    """resolve_model(config's "tiny") in a child process without the launcher's variables: the warm
+    start a one-process `bae train` gives at the same thread count (torchrun sets OMP_NUM_THREADS=1;
+    CPU reductions over more threads round differently). Its failure is a ValueError that ends
+    with the child's own last line."""
     import subprocess
     import sys
 
@@ -92,7 +96,8 @@ def _warm_start_alone(config: Any, folder: Path) -> None:
     code = ("import sys; from bae.runs.config import TrainConfig; from bae.embedded import resolve_model; "
             "c = TrainConfig.model_validate_json(sys.stdin.read()); "
             "resolve_model(c.model, sys.argv[1], c.task.build(), levels=c.data.levels, seed=c.seed)")
-    done = subprocess.run([sys.executable, "-c", code, str(folder)], input=config.model_dump_json(), text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"the warm start of the tiny policy into {folder} failed (exit {done.returncode}; "
-                           "its error is printed above)")
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], input=config.model_dump_json(), text=True,
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done.returncode != 0:  # the child's own last line: "ValueError: model 'tiny' is warm-started in ..."
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise ValueError(f"the warm start of the tiny policy into {folder} failed: {last}")

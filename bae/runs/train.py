@@ -212,9 +212,10 @@ def _save_atomically(trainer, task, folder: Path) -> None:
     accelerator.wait_for_everyone()
 
 
-def _resume_point(config: TrainConfig, out: Path) -> str:
+def _resume_point(config: TrainConfig, out: Path, main: bool = True) -> str:
     """The newest complete checkpoint of the run in `out`; says which newer ones it skipped and why,
-    removes them, and cuts log.jsonl back to the checkpoint's step."""
+    removes them, and cuts log.jsonl back to the checkpoint's step. Under a launcher the main
+    process runs it first; the others (`main` False) then find it done and say nothing."""
     import shutil
 
     from rich.console import Console
@@ -224,7 +225,7 @@ def _resume_point(config: TrainConfig, out: Path) -> str:
         skipped = "".join(f"; {Path(f).name} skipped: {why}" for f, why in (found.skipped if found else []))
         raise ValueError(f"--resume: no complete checkpoint in {out} (checkpoints are saved every "
                          f"{config.checkpoint_interval} steps){skipped}")
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=not main)
     for folder, why in found.skipped:
         console.print(f"[yellow]resume:[/] skipping {Path(folder).name}: {why}; removed (it will be saved again)")
         shutil.rmtree(folder)
@@ -245,23 +246,34 @@ def _logged_step(line: str) -> int:
         return 1 << 62  # a torn last line (killed mid-write): dropped with the steps after the checkpoint
 
 
-def _finished(config: TrainConfig, out: Path) -> dict:
-    """A finished run is not trained again: its final evaluation (run now only if it is missing)."""
+def _finished(config: TrainConfig, out: Path, args) -> dict:
+    """A finished run is not trained again: its final evaluation (run now only if it is missing).
+    Under a launcher every process evaluates (ZeRO-3 needs them all) and the main one writes."""
     from rich.console import Console
 
-    Console(stderr=True).print(f"resume: {out} is finished ({out / 'final'} is saved); nothing to train. To train it "
-                               f"further, start a new run from it: model: {out / 'final'}, another output_dir",
-                               soft_wrap=True)
+    main = args.process_index == 0
+    Console(stderr=True, quiet=not main).print(
+        f"resume: {out} is finished ({out / 'final'} is saved); nothing to train. To train it further, start a new "
+        f"run from it: model: {out / 'final'}, another output_dir", soft_wrap=True)
     metrics = out / "eval" / "final" / "metrics.json"
-    if metrics.is_file():
-        return json.loads(metrics.read_text())
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    missing = not metrics.is_file()
+    state = args.distributed_state if args.world_size > 1 else None
+    if state:
+        state.wait_for_everyone()  # all have looked before the main one writes it
+    if missing:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    task = config.task.build()
-    _, held_out = load_prompts(config)
-    tokenizer = AutoTokenizer.from_pretrained(out / "final")
-    model = AutoModelForCausalLM.from_pretrained(out / "final")
-    return evaluate_policy(config, task, held_out, model, tokenizer, "final")
+        task = config.task.build()
+        _, held_out = load_prompts(config)
+        tokenizer = AutoTokenizer.from_pretrained(out / "final")
+        model = AutoModelForCausalLM.from_pretrained(out / "final")
+        result = evaluate_policy(config, task, held_out, model, tokenizer, "final", write=main)
+    else:
+        result = json.loads(metrics.read_text())
+    if state:
+        state.wait_for_everyone()
+        state.destroy_process_group()  # as train() does at its end (pytorch/pytorch#190489)
+    return result
 
 
 def train(config: TrainConfig, resume: bool = False, policy: str | None = None) -> dict:
@@ -277,33 +289,32 @@ def train(config: TrainConfig, resume: bool = False, policy: str | None = None) 
     from bae.engines.trl import BlockwiseGRPOTrainer
 
     args = grpo_args(config)
-    # the main process first (the others wait): it removes the skipped checkpoints, writes
-    # config.json, downloads the data and the model; the others then find that done
+    out = Path(config.output_dir)
+    if resume and (out / "final" / "config.json").is_file():
+        return _finished(config, out, args)
+    # file work only, on the main process first (the others wait, then find it done): loading the
+    # model stays outside, where every process runs it at once (under ZeRO-3 from_pretrained
+    # partitions the weights, a collective)
     with args.main_process_first(local=False, desc="bae train setup"):
-        out = Path(config.output_dir)
         if not resume and (out / "log.jsonl").exists():
             raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another output_dir")
-        checkpoint = None
-        if resume:
-            if (out / "final" / "config.json").is_file():
-                return _finished(config, out)
-            checkpoint = _resume_point(config, out)
+        checkpoint = _resume_point(config, out, main=args.process_index == 0) if resume else None
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", config.model_dump_json(indent=2))
 
-        hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars on every load and save
-        task = config.task.build()
-        train_rows, held_out = load_prompts(config)
-        policy = policy or config.model
-        if policy == "tiny":
-            raise ValueError("model 'tiny' is the embedded policy: run bae.embedded.train(config) (as `bae train` does), "
-                             "which warm-starts it first")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(policy)
-            model = AutoModelForCausalLM.from_pretrained(policy)
-        except (OSError, ValueError) as err:  # no such folder or hub id, offline, not a model: say so in one line
-            raise ValueError(f"model {policy!r} cannot be loaded (neither a folder holding a saved model nor a reachable "
-                             f"hub id): {' '.join(str(err).split())[:300]}") from None
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars on every load and save
+    task = config.task.build()
+    train_rows, held_out = load_prompts(config)
+    policy = policy or config.model
+    if policy == "tiny":
+        raise ValueError("model 'tiny' is the embedded policy: run bae.embedded.train(config) (as `bae train` does), "
+                         "which warm-starts it first")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(policy)
+        model = AutoModelForCausalLM.from_pretrained(policy)
+    except (OSError, ValueError) as err:  # no such folder or hub id, offline, not a model: say so in one line
+        raise ValueError(f"model {policy!r} cannot be loaded (neither a folder holding a saved model nor a reachable "
+                         f"hub id): {' '.join(str(err).split())[:300]}") from None
     dataset = Dataset.from_list([{"prompt": task.format_prompt(r["problem"]), "answer": r["answer"]} for r in train_rows])
     trainer = BlockwiseGRPOTrainer(
         model, task, args, dataset, tokenizer, method=config.method, baseline=config.baseline,
