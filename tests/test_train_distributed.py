@@ -52,15 +52,18 @@ def two_process_run(tmp_path_factory):
 
 
 def test_the_main_process_alone_warm_starts_writes_and_reports(two_process_run):
-    """One warm start (in a child process of rank 0), one evaluation written, one report printed;
-    every rank reached the final save."""
+    """One warm start (in a child process of rank 0), one evaluation written, one report and one
+    progress bar printed; every rank reached the final save."""
     _, run, out, result = two_process_run
     ranks = calls(out)
     assert [r["warm_start_alone"] for r in ranks] == [1, 0]
     assert [r["warm_start"] for r in ranks] == [0, 0]  # not in the ranks: their SFTTrainer would join the group
+    assert [r["sample_rows"] for r in ranks] == [1, 1]  # both sample (ZeRO-3's generate needs every rank)
     assert [r["write_generations"] for r in ranks] == [1, 0]
     assert [r["final_save"] for r in ranks] == [1, 1]
     assert result.stdout.count("final evaluation:") == 1
+    bars = [line for line in result.stdout.splitlines() if line.startswith("train ")]
+    assert len(bars) == 1 and f" {STEPS}/{STEPS} " in bars[0], result.stdout  # rank 1's would stay at 0/2
     assert json.loads((run / "eval" / "final" / "metrics.json").read_text())["counts"]["prompts"] == 4
 
 
@@ -119,7 +122,7 @@ def test_resume_on_two_processes_skips_an_unmarked_checkpoint_once(two_process_r
 
 def test_resume_of_a_finished_run_evaluates_on_every_rank_and_writes_once(two_process_run, tmp_path):
     """A finished run whose final evaluation is missing: --resume on two processes trains nothing,
-    both ranks sample (ZeRO-3 needs every rank in generate), the main one alone writes the report."""
+    each rank samples it on its own (no rank waits long in a barrier), the main one alone writes."""
     config, run, _, _ = two_process_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -128,8 +131,10 @@ def test_resume_of_a_finished_run_evaluates_on_every_rank_and_writes_once(two_pr
     moved.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "output_dir": str(copy)}))
     result = torchrun(moved, tmp_path / "calls", "--resume")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert [r["write_generations"] for r in calls(tmp_path / "calls")] == [1, 0]
-    assert [r["final_save"] for r in calls(tmp_path / "calls")] == [0, 0]  # nothing trained, final/ kept
+    ranks = calls(tmp_path / "calls")
+    assert [r["sample_rows"] for r in ranks] == [1, 1]
+    assert [r["write_generations"] for r in ranks] == [1, 0]
+    assert [r["final_save"] for r in ranks] == [0, 0]  # nothing trained, final/ kept
     assert (copy / "eval" / "final" / "metrics.json").is_file()
     assert result.stdout.count("final evaluation:") == 1
 

@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import bae.embedded as embedded  # noqa: E402
 import bae.embedded.warmstart as warmstart  # noqa: E402
 import bae.evaluation as evaluation  # noqa: E402
+import bae.evaluation.sampling as sampling  # noqa: E402
 import bae.runs.train as runs_train  # noqa: E402
 from bae.cli import app  # noqa: E402
 
@@ -25,7 +26,7 @@ LATE_S = 3.0
 
 def main(config: str, out: Path, extra: list[str]) -> None:
     rank = int(os.environ["RANK"])
-    calls = {"warm_start": 0, "warm_start_alone": 0, "write_generations": 0, "final_save": 0}
+    calls = {"warm_start": 0, "warm_start_alone": 0, "sample_rows": 0, "write_generations": 0, "final_save": 0}
 
     def counted(name, original, delay=0.0):
         def call(*args, **kwargs):
@@ -36,6 +37,7 @@ def main(config: str, out: Path, extra: list[str]) -> None:
 
     warmstart.warm_start = counted("warm_start", warmstart.warm_start)  # in this process
     embedded._warm_start_alone = counted("warm_start_alone", embedded._warm_start_alone)  # in a child
+    sampling.sample_rows = counted("sample_rows", sampling.sample_rows)
     evaluation.write_generations = counted("write_generations", evaluation.write_generations)
     runs_train._save_atomically = counted("final_save", runs_train._save_atomically, LATE_S if rank == 1 else 0.0)
     try:

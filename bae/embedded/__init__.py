@@ -65,10 +65,10 @@ def train(config: Any, resume: bool = False) -> dict:
 
     task = config.task.build()
     folder = Path(config.output_dir) / "warm_start"
-    if config.model == TINY and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if config.model == TINY and launched():
         # under torchrun / accelerate launch the main process warm-starts, in a process of its own
         # (in this one its SFTTrainer would join the run's process group and split the data, and
-        # under DeepSpeed the run's ZeRO-3 would shard it); the others wait, then reuse the folder
+        # under DeepSpeed take the launch's ZeRO-3); the others wait, then reuse the folder
         args = grpo_args(config)
         with args.main_process_first(local=False, desc="warm start"):
             if args.process_index == 0 and not (folder / "config.json").is_file():
@@ -81,6 +81,11 @@ def train(config: Any, resume: bool = False) -> dict:
 
 LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
                       "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched() -> bool:
+    """Whether a launcher (torchrun, accelerate launch, even of one process) started this process."""
+    return any(k in os.environ for k in LAUNCHER_VARIABLES) or any(k.startswith("ACCELERATE_") for k in os.environ)
 
 
 def _warm_start_alone(config: Any, folder: Path) -> None:

@@ -132,7 +132,8 @@ def _progress_callback(config: TrainConfig, task):
     class Callback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TextColumn("{task.description}"))
+                                     TimeElapsedColumn(), TextColumn("{task.description}"),
+                                     disable=not state.is_world_process_zero)  # one bar under a launcher
             self.progress.start()
             self.bar = self.progress.add_task("", total=state.max_steps, completed=state.global_step)
 
@@ -215,7 +216,8 @@ def _save_atomically(trainer, task, folder: Path) -> None:
 def _resume_point(config: TrainConfig, out: Path, main: bool = True) -> str:
     """The newest complete checkpoint of the run in `out`; says which newer ones it skipped and why,
     removes them, and cuts log.jsonl back to the checkpoint's step. Under a launcher the main
-    process runs it first; the others (`main` False) then find it done and say nothing."""
+    process runs it first; the others (`main` False) then run it again, silently: they find the
+    same checkpoint, nothing left to remove and the log already cut."""
     import shutil
 
     from rich.console import Console
@@ -248,7 +250,9 @@ def _logged_step(line: str) -> int:
 
 def _finished(config: TrainConfig, out: Path, args) -> dict:
     """A finished run is not trained again: its final evaluation (run now only if it is missing).
-    Under a launcher every process evaluates (ZeRO-3 needs them all) and the main one writes."""
+    Under a launcher every process samples it alone, with the whole of final/ on its own device
+    (no ZeRO-3: nothing would gather partitioned weights without a DeepSpeed engine), so no process
+    waits long in a barrier; the main one writes."""
     from rich.console import Console
 
     main = args.process_index == 0
@@ -262,11 +266,15 @@ def _finished(config: TrainConfig, out: Path, args) -> dict:
         state.wait_for_everyone()  # all have looked before the main one writes it
     if missing:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+        from transformers.utils import logging as hf_logging
 
+        unset_hf_deepspeed_config()  # set by building args under a ZeRO-3 launch: load whole, sample unsynced
+        hf_logging.disable_progress_bar()
         task = config.task.build()
         _, held_out = load_prompts(config)
         tokenizer = AutoTokenizer.from_pretrained(out / "final")
-        model = AutoModelForCausalLM.from_pretrained(out / "final")
+        model = AutoModelForCausalLM.from_pretrained(out / "final").to(args.device)
         result = evaluate_policy(config, task, held_out, model, tokenizer, "final", write=main)
     else:
         result = json.loads(metrics.read_text())
@@ -292,7 +300,7 @@ def train(config: TrainConfig, resume: bool = False, policy: str | None = None) 
     out = Path(config.output_dir)
     if resume and (out / "final" / "config.json").is_file():
         return _finished(config, out, args)
-    # file work only, on the main process first (the others wait, then find it done): loading the
+    # file work only, on the main process first (the others wait, then redo it idempotently): loading the
     # model stays outside, where every process runs it at once (under ZeRO-3 from_pretrained
     # partitions the weights, a collective)
     with args.main_process_first(local=False, desc="bae train setup"):
