@@ -96,6 +96,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import os
@@ -233,15 +234,14 @@ def _columns(dataset: Any) -> list[str] | None:
     return None if columns is None else list(columns)
 
 
+@functools.cache  # registered once per process
 def _restore_to_indexed_cpu() -> None:
     """Teach torch.load the location "cpu:0". On several processes transformers loads the optimizer
     state with map_location=args.device, which on CPU is torch.device("cpu", 0), a location torch's
     own restore functions refuse ("don't know how to restore data location ... cpu:0"): without
     this a multi-process CPU run cannot resume. A CPU storage is already where "cpu:N" means."""
-    if not getattr(_restore_to_indexed_cpu, "done", False):
-        torch.serialization.register_package(
-            11, lambda obj: None, lambda storage, location: storage if location.startswith("cpu:") else None)
-        _restore_to_indexed_cpu.done = True
+    torch.serialization.register_package(
+        11, lambda obj: None, lambda storage, location: storage if location.startswith("cpu:") else None)
 
 
 class BlockwiseGRPOTrainer(GRPOTrainer):
